@@ -1,0 +1,216 @@
+//! Command-line surface: clap-derive structs only, no validation beyond
+//! what clap does. `config.rs` turns these into a validated `Config`.
+//!
+//! Every option can also come from `LASTCALL_<NAME>`; a flag on the command
+//! line wins over the environment (clap's `env` semantics).
+
+use clap::{Args, Parser, Subcommand};
+
+/// A PID 1 for containers that waits until the pod's endpoint is gone
+/// before it stops the app.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lastcall",
+    version,
+    about,
+    override_usage = "lastcall [OPTIONS] -- CMD [ARGS]...\n       lastcall drain [OPTIONS]\n       lastcall sidecar [OPTIONS] [-- CMD [ARGS]...]",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Exit status: the child's; 128+N if it died of signal N; 2 bad usage; \
+126 command not executable; 127 command not found; 125 lastcall failed before the child ran."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
+
+    #[command(flatten)]
+    pub init: InitArgs,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// The program to run and its arguments (put `--` before it).
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// preStop hook: drain now (through a lastcall PID 1 when one runs here), then exit 0.
+    Drain {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Run beside the app: serve GET /drain for preStop httpGet, optionally wrap a helper process.
+    Sidecar {
+        #[command(flatten)]
+        init: InitArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        sidecar: SidecarArgs,
+        /// Helper program to supervise (optional).
+        #[arg(trailing_var_arg = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+}
+
+/// Options of a lastcall that supervises a child (entrypoint and sidecar).
+#[derive(Debug, Args, Default)]
+pub struct InitArgs {
+    /// Signal the child's whole process group instead of the child alone.
+    #[arg(short = 'g', long, env = "LASTCALL_PROCESS_GROUP")]
+    pub process_group: bool,
+
+    /// Rewrite a signal before forwarding it, FROM:TO (e.g. TERM:QUIT); TO 0 drops it. Repeatable.
+    #[arg(short = 'r', long = "rewrite", value_name = "FROM:TO", env = "LASTCALL_REWRITE", value_delimiter = ',')]
+    pub rewrite: Vec<String>,
+
+    /// Map this child exit code to 0 (e.g. 143). Repeatable.
+    #[arg(short = 'e', long = "remap-exit", value_name = "CODE", env = "LASTCALL_REMAP_EXIT", value_delimiter = ',')]
+    pub remap_exit: Vec<String>,
+
+    /// Signal sent to lastcall when its parent dies (PR_SET_PDEATHSIG), for use outside containers.
+    #[arg(short = 'p', long, value_name = "SIGNAL", env = "LASTCALL_PDEATHSIG")]
+    pub pdeathsig: Option<String>,
+
+    /// After the main child exits, how long leftover processes get between the stop signal and SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "2s", env = "LASTCALL_LEFTOVER_TIMEOUT")]
+    pub leftover_timeout: String,
+
+    /// After the main child exits, wait for every other descendant to exit on its own
+    /// (bounded by the grace deadline once shutdown has begun).
+    #[arg(long, env = "LASTCALL_WAIT_DESCENDANTS")]
+    pub wait_descendants: bool,
+
+    /// Unix socket on which `lastcall drain` reaches this process; "off" disables it.
+    #[arg(long, value_name = "PATH", default_value = "/run/lastcall.sock", env = "LASTCALL_CONTROL_SOCKET")]
+    pub control_socket: String,
+}
+
+/// Options shared by every mode: the shutdown sequence and the drain strategies.
+#[derive(Debug, Args, Default)]
+pub struct CommonArgs {
+    /// The signal that starts the shutdown sequence (match the image's STOPSIGNAL).
+    #[arg(short = 's', long, value_name = "SIGNAL", default_value = "TERM", env = "LASTCALL_STOP_SIGNAL")]
+    pub stop_signal: String,
+
+    /// Drain strategies, run in order: none, delay, k8s, traffic (e.g. "k8s,traffic").
+    /// Default: delay when --drain-delay is set, else none.
+    #[arg(long, value_name = "STRATEGY", env = "LASTCALL_DRAIN", value_delimiter = ',')]
+    pub drain: Vec<String>,
+
+    /// Fixed drain for the delay strategy, and the fallback when another strategy cannot observe
+    /// [default: 15s].
+    #[arg(long, value_name = "DURATION", env = "LASTCALL_DRAIN_DELAY")]
+    pub drain_delay: Option<String>,
+
+    /// Upper bound for the k8s and traffic strategies (the grace deadline bounds them anyway).
+    #[arg(long, value_name = "DURATION", env = "LASTCALL_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<String>,
+
+    /// Time between the stop signal and the kubelet's SIGKILL (terminationGracePeriodSeconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s", env = "LASTCALL_GRACE_PERIOD")]
+    pub grace_period: String,
+
+    /// lastcall sends SIGKILL itself this long before the grace period ends.
+    #[arg(long, value_name = "DURATION", default_value = "2s", env = "LASTCALL_KILL_MARGIN")]
+    pub kill_margin: String,
+
+    /// The least time the app gets between the forwarded stop signal and SIGKILL; the drain is cut short to keep it.
+    #[arg(long, value_name = "DURATION", default_value = "5s", env = "LASTCALL_STOP_BUDGET")]
+    pub stop_budget: String,
+
+    /// k8s strategy: wait this long after the endpoint is gone, for consumers that lag the API.
+    #[arg(long, value_name = "DURATION", default_value = "2s", env = "LASTCALL_PROPAGATION_DELAY")]
+    pub propagation_delay: String,
+
+    #[command(flatten)]
+    pub k8s: K8sArgs,
+
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Kubernetes strategy")]
+pub struct K8sArgs {
+    /// API server URL [default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT].
+    #[arg(long, value_name = "URL", env = "LASTCALL_K8S_API")]
+    pub k8s_api: Option<String>,
+
+    /// Bearer token file, re-read for every request.
+    #[arg(long, value_name = "PATH", default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token", env = "LASTCALL_K8S_TOKEN_FILE")]
+    pub k8s_token_file: String,
+
+    /// CA bundle that signs the API server's certificate.
+    #[arg(long, value_name = "PATH", default_value = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", env = "LASTCALL_K8S_CA_FILE")]
+    pub k8s_ca_file: String,
+
+    /// Namespace [default: the service account's namespace file].
+    #[arg(long, value_name = "NAME", env = "LASTCALL_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// This pod's name [default: $POD_NAME, else the hostname].
+    #[arg(long, value_name = "NAME", env = "LASTCALL_POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// This pod's IPs [default: $POD_IPS / $POD_IP, else the interface addresses].
+    #[arg(long = "pod-ip", value_name = "IP", env = "LASTCALL_POD_IP", value_delimiter = ',')]
+    pub pod_ip: Vec<String>,
+
+    /// Only consider the EndpointSlices of these Services. Repeatable.
+    #[arg(long, value_name = "NAME", env = "LASTCALL_SERVICE", value_delimiter = ',')]
+    pub service: Vec<String>,
+
+    /// Poll interval when watching is not possible.
+    #[arg(long, value_name = "DURATION", default_value = "1s", env = "LASTCALL_POLL_INTERVAL")]
+    pub poll_interval: String,
+
+    /// Exit with status 78 at startup when the Kubernetes API cannot be used, instead of warning.
+    #[arg(long, env = "LASTCALL_STRICT")]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Traffic strategy")]
+pub struct TrafficArgs {
+    /// The drain ends after this long without a new connection or inbound byte.
+    #[arg(long, value_name = "DURATION", default_value = "1s", env = "LASTCALL_QUIET_PERIOD")]
+    pub quiet_period: String,
+
+    /// Watch these local TCP ports [default: the child's listening sockets]. Repeatable.
+    #[arg(long = "port", value_name = "PORT", env = "LASTCALL_PORT", value_delimiter = ',')]
+    pub port: Vec<u16>,
+}
+
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Sidecar")]
+pub struct SidecarArgs {
+    /// Address for the HTTP endpoints GET /drain and GET /healthz.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9099", env = "LASTCALL_LISTEN")]
+    pub listen: String,
+
+    /// Keep the wrapped helper running until these localhost ports stop accepting connections. Repeatable.
+    #[arg(long, value_name = "PORT", env = "LASTCALL_WAIT_PORT", value_delimiter = ',')]
+    pub wait_port: Vec<u16>,
+}
+
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "Logging")]
+pub struct LogArgs {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short = 'q', long = "quiet", action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
+    /// Log format on stderr.
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"], env = "LASTCALL_LOG_FORMAT")]
+    pub log_format: String,
+}
