@@ -420,7 +420,9 @@ fn cmd_status(args: &[String]) -> Result<c_int, String> {
 }
 
 fn cmd_kill(sig: c_int) -> Result<c_int, String> {
-    set_disposition(sig, libc::SIG_DFL);
+    if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+        set_disposition(sig, libc::SIG_DFL);
+    }
     // SAFETY: a zeroed sigset_t is immediately initialised by sigemptyset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is valid; unblocking makes the raise take effect now even
