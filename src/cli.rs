@@ -82,10 +82,6 @@ pub struct InitArgs {
     /// (bounded by the grace deadline once shutdown has begun).
     #[arg(long, env = "LASTCALL_WAIT_DESCENDANTS")]
     pub wait_descendants: bool,
-
-    /// Unix socket on which `lastcall drain` reaches this process; "off" disables it.
-    #[arg(long, value_name = "PATH", default_value = "/run/lastcall.sock", env = "LASTCALL_CONTROL_SOCKET")]
-    pub control_socket: String,
 }
 
 /// Options shared by every mode: the shutdown sequence and the drain strategies.
@@ -94,6 +90,10 @@ pub struct CommonArgs {
     /// The signal that starts the shutdown sequence (match the image's STOPSIGNAL).
     #[arg(short = 's', long, value_name = "SIGNAL", default_value = "TERM", env = "LASTCALL_STOP_SIGNAL")]
     pub stop_signal: String,
+
+    /// Unix socket on which `lastcall drain` reaches the lastcall PID 1; "off" disables it.
+    #[arg(long, value_name = "PATH", default_value = "/run/lastcall.sock", env = "LASTCALL_CONTROL_SOCKET")]
+    pub control_socket: String,
 
     /// Drain strategies, run in order: none, delay, k8s, traffic (e.g. "k8s,traffic").
     /// Default: delay when --drain-delay is set, else none.

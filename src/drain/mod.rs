@@ -1,0 +1,98 @@
+//! Drain strategies: ways to wait until the pod's endpoint is really gone.
+//!
+//! A strategy is a blocking `wait` that runs on its own thread while the
+//! supervisor keeps forwarding signals and reaping. The supervisor never
+//! waits for it past the drain deadline: it may abandon a strategy that is
+//! stuck in a hanging request, so a strategy must not hold anything that
+//! needs cleaning up. Strategies run in the order given (`k8s,traffic`: the
+//! endpoint leaves the Service, then inbound traffic goes quiet). When one
+//! cannot observe what it needs (API unreachable, no permission), the drain
+//! falls back to the fixed `--drain-delay`, counted from the stop signal and
+//! bounded by the deadline.
+
+pub mod delay;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::config::{DrainConfig, Strategy};
+
+/// What a strategy saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// It observed the end it waits for; the text says what it saw.
+    Done(String),
+    /// It could not observe (fault, no permission, nothing to watch); the
+    /// text says why. The chain falls back to the fixed delay.
+    Fallback(String),
+}
+
+/// Messages a strategy can send to the supervisor while it runs.
+pub trait Notify: Send + Sync {
+    /// The instant the kubelet will SIGKILL the pod, when it becomes known.
+    fn hard_deadline(&self, at: Instant);
+}
+
+/// No-op notifier, for modes without a supervisor.
+pub struct NoNotify;
+impl Notify for NoNotify {
+    fn hard_deadline(&self, _: Instant) {}
+}
+
+/// Everything a strategy gets to do its job.
+pub struct Ctx<'a> {
+    /// When the stop signal (or drain request) arrived.
+    pub started: Instant,
+    /// The drain must be over by then (the supervisor enforces it too).
+    pub until: Instant,
+    pub cfg: &'a DrainConfig,
+    /// The supervised app, whose sockets the traffic strategy watches.
+    pub child_pid: Option<i32>,
+    /// The strategy that runs after this one, if any.
+    pub next: Option<Strategy>,
+    pub notify: Arc<dyn Notify>,
+}
+
+impl Ctx<'_> {
+    /// `until`, further bounded by `--drain-timeout` (for observing strategies).
+    pub fn bounded_until(&self) -> Instant {
+        match self.cfg.timeout {
+            Some(t) => self.until.min(self.started + t),
+            None => self.until,
+        }
+    }
+}
+
+/// Run the configured strategies in order; returns why the drain ended.
+pub fn run(cfg: &DrainConfig, started: Instant, until: Instant, child_pid: Option<i32>, notify: Arc<dyn Notify>) -> String {
+    let mut why = String::from("nothing to drain");
+    for (i, &strategy) in cfg.strategies.iter().enumerate() {
+        let ctx = Ctx { started, until, cfg, child_pid, next: cfg.strategies.get(i + 1).copied(), notify: notify.clone() };
+        let outcome = match strategy {
+            Strategy::Delay => delay::wait(&ctx),
+            other => Outcome::Fallback(format!("strategy {} is not built in", other.name())),
+        };
+        match outcome {
+            Outcome::Done(seen) => {
+                if i + 1 < cfg.strategies.len() {
+                    info!(strategy = strategy.name(), seen = %seen, "drain step done");
+                }
+                why = format!("{}: {seen}", strategy.name());
+            }
+            Outcome::Fallback(reason) => {
+                let fallback_end = (started + cfg.delay).min(until);
+                warn!(
+                    strategy = strategy.name(),
+                    reason = %reason,
+                    wait_ms = fallback_end.saturating_duration_since(Instant::now()).as_millis(),
+                    "cannot observe the endpoint: falling back to --drain-delay"
+                );
+                delay::sleep_until(fallback_end);
+                return format!("{}: fallback delay after: {reason}", strategy.name());
+            }
+        }
+    }
+    why
+}

@@ -1,0 +1,332 @@
+//! The supervisor: one loop that blocks in one place, feeds the shutdown
+//! state machine, and carries out its actions.
+//!
+//! Everything that can happen arrives as readable bytes on one of two
+//! descriptors, and the loop sleeps in poll(2) on both with a timeout set to
+//! the machine's next deadline:
+//! * the self-pipe of signal-hook's handlers (every forwarded signal and
+//!   SIGCHLD), and
+//! * the inbox's wake-up pipe, written by the drain thread and the control
+//!   socket thread after they queue an `Input`.
+//!
+//! Why not signalfd: signalfd needs every signal blocked in every thread,
+//! and a blocked mask is inherited across fork and exec. Each spawn would
+//! then have to restore the child's mask, and any thread created by a
+//! library without the mask would steal signals. Handlers that write to a
+//! pipe work with any thread layout and leave the child's mask alone; the
+//! cost, one write and one read per signal, is a few microseconds.
+//!
+//! Once the child exists lastcall never bails out: an error is logged and
+//! the loop goes on, since PID 1 exiting would SIGKILL the whole container
+//! (catatonit's rule). The only ways out are the child's exit and the kill
+//! deadline.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::{getpid, Pid};
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
+use tracing::{debug, error, info, warn};
+
+use crate::child::{self, Child};
+use crate::config::{InitConfig, ShutdownConfig};
+use crate::control::{self, Reply};
+use crate::exit_status::ChildExit;
+use crate::reaper::{self, Remaining};
+use crate::shutdown::{Action, Event, Phase, Settings, Shutdown};
+use crate::signals::{self, Signal, SIGCHLD, SIGKILL};
+use crate::{drain, Failure};
+
+/// What other threads send to the loop.
+pub enum Input {
+    Event(Event),
+    /// A `lastcall drain` client waiting for the drain to end.
+    DrainWaiter(UnixStream),
+}
+
+/// The sending side of the loop's inbox; cheap to clone into threads.
+#[derive(Clone)]
+pub struct Inbox {
+    tx: mpsc::Sender<Input>,
+    wake: Arc<UnixStream>,
+}
+
+impl Inbox {
+    pub fn send(&self, input: Input) {
+        if self.tx.send(input).is_ok() {
+            // A full pipe already means "wake up"; nothing else to do.
+            let _ = (&*self.wake).write(&[1]);
+        }
+    }
+}
+
+impl drain::Notify for Inbox {
+    fn hard_deadline(&self, at: Instant) {
+        self.send(Input::Event(Event::HardDeadline(at)));
+    }
+}
+
+/// Run `init.command` under lastcall and return the exit code for lastcall.
+pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure> {
+    let is_pid1 = getpid().as_raw() == 1;
+    if !is_pid1 {
+        if let Err(e) = reaper::become_subreaper() {
+            warn!(error = %e, "not PID 1 and cannot become a child subreaper: orphans of the app will not be reaped by lastcall");
+        }
+    }
+    if let Some(sig) = init.pdeathsig {
+        // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig.0 as libc::c_ulong, 0, 0, 0) };
+    }
+    for &sig in signals::IGNORED {
+        // SAFETY: setting SIG_IGN installs no Rust code as a handler.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+
+    // Handlers go in before the child starts, so no signal sent to lastcall
+    // in between is lost; the child resets them to default before exec.
+    let (sig_read, sig_write) = UnixStream::pair().map_err(|e| Failure::Setup(format!("self-pipe: {e}")))?;
+    sig_read.set_nonblocking(true).map_err(|e| Failure::Setup(format!("self-pipe: {e}")))?;
+    let mut delivery = SignalDelivery::with_pipe(sig_read, sig_write, SignalOnly, signals::forwarded().chain([SIGCHLD.0]))
+        .map_err(|e| Failure::Setup(format!("signal handlers: {e}")))?;
+
+    let (tx, rx) = mpsc::channel();
+    let (wake_read, wake_write) = UnixStream::pair().map_err(|e| Failure::Setup(format!("wake pipe: {e}")))?;
+    wake_read.set_nonblocking(true).map_err(|e| Failure::Setup(format!("wake pipe: {e}")))?;
+    wake_write.set_nonblocking(true).map_err(|e| Failure::Setup(format!("wake pipe: {e}")))?;
+    let inbox = Inbox { tx, wake: Arc::new(wake_write) };
+
+    // Bind before spawning: umask is process-wide and must not race a thread.
+    let listener = shutdown.control_socket.as_deref().and_then(|path| match control::listen(path) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            debug!(path = %path.display(), error = %e, "control socket unavailable: `lastcall drain` will drain on its own");
+            None
+        }
+    });
+
+    let child = child::spawn(&init.command).map_err(Failure::Spawn)?;
+    debug!(pid = child.pid.as_raw(), command = ?init.command, "app started");
+
+    if let Some(listener) = listener {
+        let inbox = inbox.clone();
+        let spawned = std::thread::Builder::new().name("control".into()).stack_size(64 * 1024).spawn(move || {
+            control::serve(listener, move |conn| inbox.send(Input::DrainWaiter(conn)))
+        });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start the control socket thread");
+        }
+    }
+    // Like catatonit: hold no directory, so no mount stays pinned by PID 1.
+    let _ = std::env::set_current_dir("/");
+
+    let mut sup = Supervisor {
+        init,
+        shutdown,
+        is_pid1,
+        child,
+        machine: Shutdown::new(Settings {
+            budget: shutdown.budget,
+            drain: !shutdown.drain.strategies.is_empty(),
+            stop_signal: shutdown.stop_signal,
+            leftover_timeout: init.leftover_timeout,
+            wait_descendants: init.wait_descendants,
+        }),
+        inbox,
+        waiters: Vec::new(),
+        child_alive: true,
+    };
+
+    loop {
+        let timeout = match sup.machine.next_wakeup() {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                // Round up so a wake-up never comes just before the deadline.
+                let ms = t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        {
+            let mut fds = [
+                PollFd::new(delivery.get_read().as_fd(), PollFlags::POLLIN),
+                PollFd::new(wake_read.as_fd(), PollFlags::POLLIN),
+            ];
+            let _ = poll(&mut fds, timeout); // EINTR is a wake-up like any other
+        }
+        let now = Instant::now();
+        let mut events = Vec::new();
+
+        for sig in delivery.pending() {
+            let sig = Signal(sig);
+            if sig == SIGCHLD {
+                continue; // reaping below runs on every wake-up anyway
+            } else if sig == shutdown.stop_signal {
+                events.push(Event::StopSignal);
+            } else {
+                sup.forward(sig);
+            }
+        }
+
+        let mut drained = [0u8; 64];
+        while matches!((&wake_read).read(&mut drained), Ok(n) if n > 0) {}
+        while let Ok(input) = rx.try_recv() {
+            match input {
+                Input::Event(e) => events.push(e),
+                Input::DrainWaiter(conn) => {
+                    sup.waiters.push(conn);
+                    events.push(Event::DrainRequest);
+                }
+            }
+        }
+
+        let main_pid = child.pid;
+        let remaining = reaper::reap(|pid, status| {
+            if pid == main_pid {
+                events.push(Event::ChildExited(ChildExit::from_wait(status)));
+            } else {
+                debug!(pid = pid.as_raw(), "reaped an orphan");
+            }
+        });
+        events.push(Event::Tick);
+
+        for event in events {
+            if matches!(event, Event::ChildExited(_)) {
+                sup.child_alive = false;
+            }
+            for action in sup.machine.step(event, now) {
+                sup.perform(action, now);
+            }
+        }
+
+        match (sup.machine.phase(), remaining) {
+            (Phase::Leftovers { .. } | Phase::Killed, Remaining::None) => {
+                for action in sup.machine.step(Event::ChildrenGone, now) {
+                    if let Action::Exit(exit) = action {
+                        let code = init.remap.exit_code(exit);
+                        if sup.machine.shutting_down() {
+                            info!(t_ms = sup.machine.elapsed_ms(now), code, "exiting");
+                        } else {
+                            debug!(code, "exiting");
+                        }
+                        return Ok(code);
+                    }
+                }
+            }
+            // Orphans keep being reparented to us while their parents die;
+            // outside PID 1 they are not covered by one kill(-1).
+            (Phase::Killed, Remaining::Some) if !is_pid1 => {
+                reaper::signal_all(SIGKILL, false, child.pid);
+            }
+            _ => {}
+        }
+    }
+}
+
+struct Supervisor<'a> {
+    init: &'a InitConfig,
+    shutdown: &'a ShutdownConfig,
+    is_pid1: bool,
+    child: Child,
+    machine: Shutdown,
+    inbox: Inbox,
+    waiters: Vec<UnixStream>,
+    child_alive: bool,
+}
+
+impl Supervisor<'_> {
+    /// Forward a signal that is not the stop signal, at once.
+    fn forward(&self, sig: Signal) {
+        if !self.child_alive {
+            debug!(signal = %sig, "signal received after the app exited: not forwarded");
+            return;
+        }
+        match self.init.rewrites.apply(sig) {
+            None => debug!(signal = %sig, "signal dropped by --rewrite"),
+            Some(to) => {
+                if let Err(e) = child::signal(self.child, to, self.init.process_group) {
+                    debug!(signal = %to, error = %e, "forwarding failed");
+                } else {
+                    debug!(received = %sig, sent = %to, "signal forwarded");
+                }
+            }
+        }
+    }
+
+    fn perform(&mut self, action: Action, now: Instant) {
+        let t_ms = self.machine.elapsed_ms(now);
+        match action {
+            Action::StartDrain { until } => {
+                let cfg = self.shutdown.drain.clone();
+                let inbox = self.inbox.clone();
+                let pid = self.child.pid.as_raw();
+                let spawned = std::thread::Builder::new().name("drain".into()).stack_size(512 * 1024).spawn(move || {
+                    let why = drain::run(&cfg, now, until, Some(pid), Arc::new(inbox.clone()));
+                    inbox.send(Input::Event(Event::DrainDone(why)));
+                });
+                if let Err(e) = spawned {
+                    error!(error = %e, "cannot start the drain thread: stopping without a drain");
+                    self.inbox.send(Input::Event(Event::DrainDone(format!("no drain thread: {e}"))));
+                }
+            }
+            Action::DrainFinished => self.answer(Reply::Done),
+            Action::AppExited => self.answer(Reply::Exited),
+            Action::Stop => {
+                let sig = self.shutdown.stop_signal;
+                match self.init.rewrites.apply(sig) {
+                    None => warn!(t_ms, signal = %sig, "the stop signal is dropped by --rewrite: the app gets nothing"),
+                    Some(to) => {
+                        let target = if self.init.process_group { "process group" } else { "process" };
+                        match child::signal(self.child, to, self.init.process_group) {
+                            Ok(()) => info!(t_ms, signal = %to, pid = self.child.pid.as_raw(), target, "stop signal sent"),
+                            Err(e) => warn!(t_ms, signal = %to, error = %e, "could not send the stop signal"),
+                        }
+                    }
+                }
+            }
+            Action::SignalLeftovers(sig) => {
+                let left = leftovers(self.is_pid1);
+                if !left.is_empty() {
+                    warn!(t_ms, signal = %sig, count = left.len(), processes = %left.join(" "), "processes left after the app exited: signalling them");
+                    reaper::signal_all(sig, self.is_pid1, self.child.pid);
+                }
+            }
+            Action::KillAll => {
+                let left = leftovers(self.is_pid1);
+                child::kill_group(self.child);
+                reaper::signal_all(SIGKILL, self.is_pid1, self.child.pid);
+                warn!(t_ms, count = left.len(), processes = %left.join(" "), "SIGKILL sent");
+            }
+            Action::Exit(_) => {} // handled by the loop, which owns the return
+        }
+    }
+
+    fn answer(&mut self, reply: Reply) {
+        for mut w in self.waiters.drain(..) {
+            let _ = w.write_all(reply.line());
+        }
+    }
+}
+
+/// `pid(name)` of every process lastcall would still have to wait for.
+fn leftovers(is_pid1: bool) -> Vec<String> {
+    let me = getpid();
+    let pids: Vec<Pid> = if is_pid1 {
+        std::fs::read_dir("/proc")
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).map(Pid::from_raw).filter(|&p| p != me).collect())
+            .unwrap_or_default()
+    } else {
+        reaper::children_of(me)
+    };
+    pids.iter()
+        .map(|p| {
+            let name = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            format!("{p}({})", name.trim())
+        })
+        .collect()
+}
