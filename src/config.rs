@@ -28,6 +28,8 @@ pub enum Strategy {
     Delay,
     K8s,
     Traffic,
+    /// Sidecar only: until the app's `--wait-port`s stop accepting connections.
+    PortsClosed,
 }
 
 impl Strategy {
@@ -36,6 +38,7 @@ impl Strategy {
             Strategy::Delay => "delay",
             Strategy::K8s => "k8s",
             Strategy::Traffic => "traffic",
+            Strategy::PortsClosed => "wait-port",
         }
     }
 }

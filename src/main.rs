@@ -27,6 +27,9 @@ pub enum Failure {
     Spawn(#[from] child::SpawnError),
     #[error("setup failed: {0}")]
     Setup(String),
+    /// `--strict` and a drain strategy cannot work here.
+    #[error("{0} (exiting because of --strict)")]
+    Preflight(String),
 }
 
 impl Failure {
@@ -34,12 +37,15 @@ impl Failure {
         match self {
             Failure::Spawn(e) => e.exit_code(),
             Failure::Setup(_) => 125,
+            Failure::Preflight(_) => EXIT_PREFLIGHT,
         }
     }
 }
 
 /// Exit status for bad usage (clap's convention).
 pub const EXIT_USAGE: i32 = 2;
+/// Exit status when `--strict` finds a drain strategy unusable (sysexits' EX_CONFIG).
+pub const EXIT_PREFLIGHT: i32 = 78;
 
 fn main() {
     std::process::exit(run());

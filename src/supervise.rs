@@ -111,6 +111,18 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
         }
     });
 
+    // Fail fast, before the first rollout: can the strategies observe at all?
+    if shutdown.drain.k8s.strict {
+        drain::preflight(&shutdown.drain).map_err(Failure::Preflight)?;
+    } else if !shutdown.drain.strategies.is_empty() {
+        let cfg = shutdown.drain.clone();
+        let _ = std::thread::Builder::new().name("preflight".into()).stack_size(512 * 1024).spawn(move || {
+            if let Err(problem) = drain::preflight(&cfg) {
+                warn!("{problem}");
+            }
+        });
+    }
+
     let child = child::spawn(&init.command).map_err(Failure::Spawn)?;
     debug!(pid = child.pid.as_raw(), command = ?init.command, "app started");
 

@@ -11,6 +11,11 @@
 //! bounded by the deadline.
 
 pub mod delay;
+#[cfg(feature = "k8s")]
+pub mod k8s;
+pub mod ports;
+#[cfg(feature = "traffic")]
+pub mod traffic;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,6 +77,12 @@ pub fn run(cfg: &DrainConfig, started: Instant, until: Instant, child_pid: Optio
         let ctx = Ctx { started, until, cfg, child_pid, next: cfg.strategies.get(i + 1).copied(), notify: notify.clone() };
         let outcome = match strategy {
             Strategy::Delay => delay::wait(&ctx),
+            #[cfg(feature = "k8s")]
+            Strategy::K8s => k8s::wait(&ctx),
+            #[cfg(feature = "traffic")]
+            Strategy::Traffic => traffic::wait(&ctx),
+            Strategy::PortsClosed => ports::wait(&ctx),
+            #[allow(unreachable_patterns)]
             other => Outcome::Fallback(format!("strategy {} is not built in", other.name())),
         };
         match outcome {
@@ -95,4 +106,15 @@ pub fn run(cfg: &DrainConfig, started: Instant, until: Instant, child_pid: Optio
         }
     }
     why
+}
+
+/// Startup self-checks of the configured strategies (e.g. can the k8s
+/// strategy list EndpointSlices?). Each problem is one line saying what to do.
+pub fn preflight(cfg: &DrainConfig) -> Result<(), String> {
+    #[cfg(feature = "k8s")]
+    if cfg.strategies.contains(&Strategy::K8s) {
+        k8s::preflight(cfg)?;
+    }
+    let _ = cfg;
+    Ok(())
 }
