@@ -175,11 +175,10 @@ fn spawn_group(mode: Mode, group: bool) -> (Proc, i32, i32) {
     let grandkids = support::children_of(kids[0]);
     p.check(grandkids.len() == 1, format!("the child should have one child, has {grandkids:?}"));
     let (child, grandchild) = (kids[0], grandkids[0]);
-    let pgid = |pid: i32| support::proc_table().into_iter().find(|e| e.pid == pid).map(|_| {
-        // SAFETY: getpgid has no memory-safety preconditions.
-        unsafe { libc::getpgid(pid) }
-    });
-    p.check(pgid(child) == pgid(grandchild), "child and grandchild should share a process group");
+    // SAFETY: getpgid has no memory-safety preconditions.
+    let pgid = |pid: i32| unsafe { libc::getpgid(pid) };
+    let (a, b) = (pgid(child), pgid(grandchild));
+    p.check(a > 0 && a == b, format!("child and grandchild should share a process group: {a} vs {b}"));
     p.adopt(grandchild);
     (p, child, grandchild)
 }

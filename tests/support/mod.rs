@@ -923,13 +923,19 @@ impl Proc {
         if !self.has_exited() {
             match self.mode {
                 Mode::Pid1 => {
-                    // SIGKILL to PID 1 takes the whole namespace with it;
-                    // SIGKILL to unshare does the same through --kill-child
-                    // even if we never resolved lastcall.
-                    if let Some((_, fd)) = &self.lastcall {
-                        let _ = pidfd_kill(fd, libc::SIGKILL);
+                    // SIGKILL to PID 1 takes the whole namespace with it, and
+                    // unshare then reaps it and exits. SIGKILL to unshare
+                    // does the same through --kill-child but leaves lastcall's
+                    // zombie to the system's init: only the fallback.
+                    let _ = self.try_lastcall_pid();
+                    let killed = match &self.lastcall {
+                        Some((_, fd)) => pidfd_kill(fd, libc::SIGKILL).is_ok(),
+                        None => false,
+                    };
+                    let reaped = killed && self.wait_exit(Duration::from_secs(5));
+                    if !reaped {
+                        let _ = pidfd_kill(&self.pidfd, libc::SIGKILL);
                     }
-                    let _ = pidfd_kill(&self.pidfd, libc::SIGKILL);
                 }
                 Mode::Subreaper => {
                     // Stop lastcall first: a stopped process cannot reap, so
@@ -957,6 +963,15 @@ impl Proc {
                             unsafe { libc::kill(p, libc::SIGKILL) };
                         }
                     }
+                    // Let lastcall reap what we killed before it dies too;
+                    // otherwise the zombies go to the system's init, which
+                    // in some sandboxes never reaps. Reaping sends us no
+                    // event, so /proc is polled (10 ms, bounded at 2 s).
+                    let _ = pidfd_kill(&self.pidfd, libc::SIGCONT);
+                    let until = mono_ns() + 2 * SEC;
+                    while !children_of(self.pid).is_empty() && mono_ns() < until {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                     let _ = pidfd_kill(&self.pidfd, libc::SIGKILL);
                 }
             }
@@ -964,11 +979,17 @@ impl Proc {
         for fd in &self.adopted {
             let _ = pidfd_kill(fd, libc::SIGKILL);
         }
+        self.wait_exit(GUARD);
+    }
+
+    /// Waits up to `limit` for the spawned process to be reaped; true if it was.
+    fn wait_exit(&mut self, limit: Duration) -> bool {
         if self.exit.is_none() {
-            if let Ok(Ok(exit)) = self.exit_rx.recv_timeout(GUARD) {
+            if let Ok(Ok(exit)) = self.exit_rx.recv_timeout(limit) {
                 self.exit = Some(exit);
             }
         }
+        self.exit.is_some()
     }
 }
 
