@@ -669,8 +669,11 @@ def main():
             print("---- server stderr ----\n" + s.log.read()[-4000:])
             try:
                 s.proc.kill()
+                s.proc.wait(10)
             except Exception:
                 pass
+            s.log.close()
+            shutil.rmtree(s.tmp, ignore_errors=True)
         sys.stdout.flush()
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed else 0)
