@@ -39,6 +39,16 @@ impl SpawnError {
     }
 }
 
+/// The kernel's `struct sigaction` for rt_sigaction(2) on x86_64 (not
+/// glibc's, which has a larger mask): handler, flags, restorer, 64-bit mask.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
 /// The main child.
 #[derive(Debug, Clone, Copy)]
 pub struct Child {
@@ -65,9 +75,12 @@ pub fn spawn(argv: &[String]) -> Result<Child, SpawnError> {
                 libc::signal(libc::SIGTTOU, libc::SIG_IGN);
                 libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
             }
+            // The raw syscall, not sigaction(3): glibc refuses signals 32 and
+            // 33 (its own), yet an ignored 32/33 is inherited across exec too.
+            let default: KernelSigaction = std::mem::zeroed(); // SIG_DFL, no flags
             for sig in 1..=max_sig {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
+                    libc::syscall(libc::SYS_rt_sigaction, sig, &default, std::ptr::null_mut::<KernelSigaction>(), 8usize);
                 }
             }
             let mut empty: libc::sigset_t = std::mem::zeroed();

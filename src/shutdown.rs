@@ -106,11 +106,11 @@ impl Shutdown {
 
     /// When the next deadline falls, if any.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let plan = self.plan?;
-        match self.phase {
-            Phase::Draining { .. } => Some(plan.drain_until.min(plan.kill_at)),
-            Phase::Drained | Phase::Stopping => Some(plan.kill_at),
-            Phase::Leftovers { until } => until,
+        match (self.phase, self.plan) {
+            // Leftovers has a bound even when no stop signal ever came.
+            (Phase::Leftovers { until }, _) => until,
+            (Phase::Draining { .. }, Some(plan)) => Some(plan.drain_until.min(plan.kill_at)),
+            (Phase::Drained | Phase::Stopping, Some(plan)) => Some(plan.kill_at),
             _ => None,
         }
     }
@@ -365,6 +365,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m = machine(false, false);
         m.step(Event::ChildExited(ChildExit::Code(0)), t0);
+        assert_eq!(m.next_wakeup(), Some(t0 + s(2)), "bounded even without a stop signal");
         assert_eq!(m.step(Event::Tick, t0 + s(1)), vec![]);
         assert_eq!(m.step(Event::Tick, t0 + s(2)), vec![Action::KillAll]);
         assert_eq!(m.step(Event::ChildrenGone, t0 + s(2)), vec![Action::Exit(ChildExit::Code(0))]);
