@@ -12,10 +12,13 @@
 //! into a failure, for CI that must not skip. Everything a test creates is
 //! named `lastcall-test-<pid>-...` and removed on drop, so also when it fails.
 
+mod support;
+
 use std::fs;
 use std::time::{Duration, Instant};
 
-use harness::{engine, images, lastcall_is, mono_ns, repo, Container};
+use harness::{engine, images, lastcall_is, repo, Container};
+use support::mono_ns;
 
 /// `ensure!(container, condition, "message {}", args)`: on failure, panic with
 /// the message and everything the container printed and its state.
@@ -283,28 +286,21 @@ mod harness {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
 
+    use super::support::{self, TempDir};
+
     /// Failure guard for one docker or cargo call; never a pacing device.
     pub const CLI_LIMIT: Duration = Duration::from_secs(180);
     /// Failure guard for a line or a state the test waits for.
-    pub const EVENT_LIMIT: Duration = Duration::from_secs(30);
+    pub const EVENT_LIMIT: Duration = support::GUARD;
 
     pub fn repo() -> &'static Path {
         Path::new(env!("CARGO_MANIFEST_DIR"))
     }
 
-    /// A fresh name for a container, image or directory: `lastcall-test-<pid>-<n>-<what>`.
+    /// A fresh name for a container or image: `lastcall-test-<pid>-<n>-<what>`.
     fn unique(what: &str) -> String {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         format!("lastcall-test-{}-{}-{what}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// CLOCK_MONOTONIC in nanoseconds, the testapp's timestamp clock.
-    pub fn mono_ns() -> u64 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `ts` is a valid, writable timespec.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC)");
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 
     /// Wall-clock time in the `seconds.nanoseconds` form `docker events --since` takes.
@@ -413,16 +409,13 @@ mod harness {
         }
     }
 
-    pub fn lastcall_bin() -> &'static Path {
-        Path::new(env!("CARGO_BIN_EXE_lastcall"))
-    }
-
     /// The testapp fixture, built next to lastcall: `cargo test --test docker`
     /// builds no examples, and cargo has released its lock by the time tests run.
     pub fn testapp_bin() -> &'static Path {
         static PATH: OnceLock<PathBuf> = OnceLock::new();
         PATH.get_or_init(|| {
-            let dir = lastcall_bin().parent().expect("target dir");
+            let lastcall = support::lastcall();
+            let dir = lastcall.parent().expect("target dir");
             let mut cargo = Command::new(env!("CARGO"));
             cargo.args(["build", "--quiet", "--example", "testapp"]).current_dir(repo());
             // Drop what cargo sets for the test run: build scripts that watch these
@@ -455,31 +448,20 @@ mod harness {
     }
 
     /// A build context: a fresh directory holding copies of host files; removed on drop.
-    struct Context(PathBuf);
-
-    impl Context {
-        fn with(files: &[(&str, &Path)]) -> Context {
-            let ctx = Context(std::env::temp_dir().join(unique("context")));
-            fs::create_dir(&ctx.0).unwrap();
-            for (name, from) in files {
-                fs::copy(from, ctx.0.join(name)).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
-            }
-            ctx
+    fn context(files: &[(&str, &Path)]) -> TempDir {
+        let ctx = TempDir::new("docker-context");
+        for (name, from) in files {
+            fs::copy(from, ctx.join(name)).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
         }
-    }
-
-    impl Drop for Context {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+        ctx
     }
 
     /// `docker build` of a shipped Dockerfile; the guard exists before the build
     /// starts, so whatever it leaves tagged goes too.
-    fn build(dockerfile: &str, ctx: &Context, what: &str, args: &[&str]) -> Image {
+    fn build(dockerfile: &str, ctx: &TempDir, what: &str, args: &[&str]) -> Image {
         let image = Image { tag: unique(what) };
         let mut cmd = docker(["build", "--force-rm", "-t", &image.tag, "-f"]);
-        cmd.arg(repo().join(dockerfile)).args(args).arg(&ctx.0);
+        cmd.arg(repo().join(dockerfile)).args(args).arg(ctx.path());
         ok(cmd, CLI_LIMIT);
         image
     }
@@ -499,9 +481,9 @@ mod harness {
         if let Some(images) = shared.upgrade() {
             return images;
         }
-        let ctx = Context::with(&[("lastcall", lastcall_bin())]);
+        let ctx = context(&[("lastcall", &support::lastcall())]);
         let lastcall = build("docker/Dockerfile", &ctx, "lastcall", &["--target", "prebuilt"]);
-        let ctx = Context::with(&[("app", testapp_bin())]);
+        let ctx = context(&[("app", testapp_bin())]);
         let arg = format!("LASTCALL_IMAGE={}", lastcall.tag);
         let app = build("docker/example/Dockerfile", &ctx, "app", &["--build-arg", &arg]);
         let images = Arc::new(Images { lastcall, app });
@@ -511,14 +493,14 @@ mod harness {
 
     /// The files in an image's layers, from `docker save` (a tar of layer tars).
     pub fn image_files(tag: &str) -> Vec<String> {
-        let ctx = Context::with(&[]);
-        let saved = ctx.0.join("image.tar");
+        let ctx = TempDir::new("docker-save");
+        let saved = ctx.join("image.tar");
         let mut save = docker(["save", "-o"]);
         save.arg(&saved).arg(tag);
         ok(save, CLI_LIMIT);
         let tar = |args: &[&str]| {
             let mut cmd = Command::new("tar");
-            cmd.current_dir(&ctx.0).args(args);
+            cmd.current_dir(ctx.path()).args(args);
             ok(cmd, CLI_LIMIT).stdout
         };
         let manifest = tar(&["-xOf", "image.tar", "manifest.json"]);
