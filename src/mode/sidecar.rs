@@ -83,6 +83,7 @@ mod imp {
         }
 
         let hub = Arc::new(Hub::new(shutdown.drain.clone(), shutdown.budget));
+        let listening = listen_addr(&sc.listen).is_some();
         if let Some(addr) = listen_addr(&sc.listen) {
             let listener =
                 TcpListener::bind(addr).map_err(|e| Failure::Setup(format!("cannot listen on {addr} (--listen): {e}")))?;
@@ -108,8 +109,9 @@ mod imp {
             }
             None => supervise::run(init, &helper_shutdown(sc, shutdown))?,
         };
-        if let Some(at) = clock.stopped_at().or(without_helper_stop(init)) {
-            hub.settle(at + LATE_REQUEST_WINDOW);
+        if let Some(at) = clock.stopped_at().or(without_helper_stop(init)).filter(|_| listening) {
+            // The late-request window never reaches past our own kill deadline.
+            hub.settle((at + LATE_REQUEST_WINDOW).min(shutdown.budget.plan(at).kill_at));
         }
         Ok(code)
     }
