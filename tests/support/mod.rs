@@ -508,7 +508,10 @@ impl Run {
             dumped: false,
         };
         if self.mode == Mode::Subreaper {
-            let fd = pidfd_open(pid).expect("pidfd_open");
+            // A duplicate of the pidfd opened above: a second pidfd_open
+            // would race the waiter thread, which may already have reaped a
+            // lastcall that exits at once (ESRCH).
+            let fd = proc.pidfd.try_clone().expect("dup pidfd");
             proc.lastcall = Some((pid, fd));
         }
         proc
