@@ -240,35 +240,40 @@ fn strategies(names: &[String], delay_given: bool) -> Result<Vec<Strategy>, Conf
 }
 
 /// Parses Go-style durations: `1h`, `2m`, `15s`, `500ms`, `250us`, `1m30s`,
-/// `1.5s`; a bare number means seconds.
+/// `1.5s`; a bare number means seconds. Integer arithmetic in nanoseconds
+/// (no float parsing: exact, and smaller).
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).ok();
-    }
-    let mut total = Duration::ZERO;
     let mut rest = s;
+    let mut total: u128 = 0;
     while !rest.is_empty() {
         let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let unit_len = rest[num_len..].find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len() - num_len);
         let (num, unit) = (&rest[..num_len], &rest[num_len..num_len + unit_len]);
-        let n: f64 = num.parse().ok()?;
-        let scale = match unit {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
+        let unit_ns: u128 = match unit {
+            "h" => 3_600_000_000_000,
+            "m" => 60_000_000_000,
+            "s" => 1_000_000_000,
+            "" if num_len == s.len() => 1_000_000_000, // a bare number: seconds
+            "ms" => 1_000_000,
+            "us" | "µs" => 1_000,
+            "ns" => 1,
             _ => return None,
         };
-        total = total.checked_add(Duration::try_from_secs_f64(n * scale).ok()?)?;
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        if int.is_empty() && frac.is_empty() || frac.contains('.') || frac.len() > 9 {
+            return None;
+        }
+        let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+        let frac_ns: u128 = if frac.is_empty() { 0 } else { frac.parse::<u128>().ok()? * 10u128.pow(9 - frac.len() as u32) };
+        total = total.checked_add(int.checked_mul(unit_ns)?.checked_add(frac_ns * unit_ns / 1_000_000_000)?)?;
         rest = &rest[num_len + unit_len..];
     }
-    Some(total)
+    if s.is_empty() {
+        return None;
+    }
+    let secs = u64::try_from(total / 1_000_000_000).ok()?;
+    Some(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
 fn duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
@@ -301,7 +306,9 @@ mod tests {
         for (s, d) in ok {
             assert_eq!(parse_duration(s), Some(d), "{s}");
         }
-        for s in ["", "banana", "5x", "-1s", "s", "1.2.3s", "-3"] {
+        assert_eq!(parse_duration("1.25m"), Some(ms(75_000)));
+        assert_eq!(parse_duration("0.5"), Some(ms(500)));
+        for s in ["", "banana", "5x", "-1s", "s", "1.2.3s", "-3", "5s3", ".s", "1.0000000001s"] {
             assert_eq!(parse_duration(s), None, "{s}");
         }
     }

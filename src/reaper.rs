@@ -41,36 +41,45 @@ pub fn become_subreaper() -> Result<(), Errno> {
     if rc == 0 { Ok(()) } else { Err(Errno::last()) }
 }
 
-/// Direct children of `parent`, from /proc/*/stat (field 4, after the
-/// parenthesised command name, which may itself contain spaces or ')').
-pub fn children_of(parent: Pid) -> Vec<Pid> {
+/// Every process in /proc, with its parent's pid (field 4 of
+/// /proc/PID/stat, after the parenthesised command name, which may itself
+/// contain spaces or ')').
+fn processes() -> Vec<(Pid, Option<i32>)> {
     let Ok(dir) = fs::read_dir("/proc") else { return vec![] };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
+        .map(|pid| {
+            let ppid = fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
                 let rest = &stat[stat.rfind(')')? + 2..];
                 rest.split(' ').nth(1)?.parse::<i32>().ok()
-            }) == Some(parent.as_raw())
+            });
+            (Pid::from_raw(pid), ppid)
         })
-        .map(Pid::from_raw)
         .collect()
 }
 
-/// Signal every process lastcall is responsible for except itself: as PID 1
-/// that is the whole PID namespace (kill(-1)); otherwise its direct children
-/// (descendants are reparented to it as their parents die) plus the process
-/// group of the main child. Returns how many processes were signalled.
-pub fn signal_all(sig: Signal, is_pid1: bool, main_pgid: Pid) -> usize {
+/// The processes lastcall still answers for, other than itself: as PID 1
+/// every process in the namespace, otherwise its direct children
+/// (descendants are reparented to it as their parents die).
+pub fn leftovers(is_pid1: bool) -> Vec<Pid> {
+    let me = nix::unistd::getpid();
+    processes()
+        .into_iter()
+        .filter(|&(pid, ppid)| if is_pid1 { pid != me } else { ppid == Some(me.as_raw()) })
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Signal every process lastcall answers for (see `leftovers`): as PID 1
+/// with one kill(-1), otherwise each child and the main child's process
+/// group.
+pub fn signal_all(sig: Signal, is_pid1: bool, main_pgid: Pid) {
     // SAFETY (all kill calls below): kill(2) has no memory-safety preconditions.
     if is_pid1 {
-        let n = fs::read_dir("/proc").map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok()))).count()).unwrap_or(0);
         unsafe { libc::kill(-1, sig.0) };
-        return n.saturating_sub(1);
+        return;
     }
-    let children = children_of(nix::unistd::getpid());
-    for pid in &children {
+    for pid in leftovers(false) {
         unsafe { libc::kill(pid.as_raw(), sig.0) };
     }
     unsafe { libc::kill(-main_pgid.as_raw(), sig.0) };
-    children.len()
 }
