@@ -3,6 +3,9 @@
 //! network namespace, with the extended attribute `INET_DIAG_INFO` (struct
 //! tcp_info) when asked. This is what `ss -ti` reads.
 //!
+//! Connection dumps carry an in-kernel port filter ([`port_filter`]), so
+//! only the watched ports' sockets are reported.
+//!
 //! The netlink messages are built and parsed by `netlink-packet-core` and
 //! `netlink-packet-sock-diag`; only the payload of `INET_DIAG_INFO` is
 //! decoded here (see [`TcpInfoPrefix`]), because the crate hands it over as
@@ -12,10 +15,9 @@
 
 use std::io;
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
-use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
-use netlink_packet_sock_diag::inet::nlas::Nla;
-use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+use netlink_packet_core::{ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NLMSG_DONE, NLMSG_ERROR, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, INET_DIAG_INFO, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY};
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, InetResponseBuffer, SocketId, SocketIdBuffer, StateFlags};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr};
@@ -124,12 +126,14 @@ pub struct Sock {
 
 /// Which sockets a dump asks for.
 #[derive(Debug, Clone, Copy)]
-pub enum Query {
+pub enum Query<'a> {
     /// Listening sockets, no extension: to find the app's ports.
     Listening,
-    /// Every connection that may be inbound (all states but LISTEN,
-    /// SYN_SENT and CLOSE), with tcp_info.
-    Connections,
+    /// Every connection on these local ports (all states but LISTEN,
+    /// SYN_SENT and CLOSE), with tcp_info. The kernel filters by port
+    /// (see [`port_filter`]) before it builds a message, so the app's
+    /// outbound connections (to databases, upstreams) cost almost nothing.
+    Connections(&'a [u16]),
 }
 
 /// Receive buffer size. The kernel fills one dump datagram up to
@@ -142,6 +146,9 @@ pub struct Diag {
     socket: Socket,
     buf: Vec<u8>,
     seq: u32,
+    /// Cleared when the kernel rejects the port filter (EINVAL): then
+    /// every connection is dumped and filtered here.
+    kernel_filter: bool,
 }
 
 impl Diag {
@@ -151,7 +158,12 @@ impl Diag {
         let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
-        Ok(Diag { socket, buf: vec![0; RECV_BUF], seq: 0 })
+        Ok(Diag { socket, buf: vec![0; RECV_BUF], seq: 0, kernel_filter: true })
+    }
+
+    /// False once the kernel refused the port filter.
+    pub fn kernel_filter(&self) -> bool {
+        self.kernel_filter
     }
 
     /// Dumps the TCP sockets of both address families that `query` selects,
@@ -162,17 +174,26 @@ impl Diag {
     pub fn dump(&mut self, query: Query, mut each: impl FnMut(Sock)) -> io::Result<usize> {
         let mut skipped = 0;
         for family in [AF_INET, AF_INET6] {
-            skipped += self.dump_family(family, query, &mut each)?;
+            skipped += match self.dump_family(family, query, &mut each) {
+                // The filter is checked before any socket is dumped, so
+                // nothing was reported yet: retry without it.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && self.kernel_filter && matches!(query, Query::Connections(_)) => {
+                    self.kernel_filter = false;
+                    self.dump_family(family, query, &mut each)?
+                }
+                other => other?,
+            };
         }
         Ok(skipped)
     }
 
     fn dump_family(&mut self, family: u8, query: Query, each: &mut impl FnMut(Sock)) -> io::Result<usize> {
-        let (states, extensions) = match query {
-            Query::Listening => (StateFlags::LISTEN, ExtensionFlags::empty()),
-            Query::Connections => (
+        let (states, extensions, filter) = match query {
+            Query::Listening => (StateFlags::LISTEN, ExtensionFlags::empty(), None),
+            Query::Connections(ports) => (
                 StateFlags::all() - StateFlags::LISTEN - StateFlags::SYN_SENT - StateFlags::CLOSE,
                 ExtensionFlags::INFO,
+                if self.kernel_filter { port_filter(ports) } else { None },
             ),
         };
         let socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
@@ -185,6 +206,13 @@ impl Diag {
         packet.finalize();
         let mut out = vec![0; packet.buffer_len()];
         packet.serialize(&mut out); // cannot panic: the buffer has buffer_len()
+        if let Some(attr) = filter {
+            // The crate's InetRequest has no attributes: append the one
+            // request attribute and fix the message length.
+            out.extend_from_slice(&attr);
+            let len = u32::try_from(out.len()).map_err(io::Error::other)?;
+            out[..4].copy_from_slice(&len.to_ne_bytes());
+        }
         self.socket.send(&out, 0)?;
 
         let mut skipped = 0;
@@ -200,35 +228,26 @@ impl Diag {
             }
             let mut off = 0;
             while off < n {
-                let msg = match NetlinkMessage::<SockDiagMessage>::deserialize(&self.buf[off..n]) {
-                    Ok(msg) => msg,
-                    Err(e) => {
-                        // The header itself is unreadable: the rest of the
-                        // datagram cannot be walked.
-                        if off + 16 > n || netlink_len(&self.buf[off..n]) < 16 {
-                            return Err(io::Error::other(format!("malformed sock_diag message: {e}")));
-                        }
-                        skipped += 1;
-                        off += align4(netlink_len(&self.buf[off..n]));
-                        continue;
-                    }
-                };
-                off += align4(msg.header.length as usize);
-                if msg.header.sequence_number != self.seq {
+                // The crates' zero-copy views: checked lengths, no
+                // allocation per socket (a full parse into
+                // `SockDiagMessage` allocates several times per socket and
+                // cost ~0.5 µs per socket, as much as the kernel's dump).
+                let msg = NetlinkBuffer::new_checked(&self.buf[off..n])
+                    .map_err(|e| io::Error::other(format!("malformed sock_diag message: {e}")))?;
+                off += align4(msg.length() as usize); // new_checked: length >= 16
+                if msg.sequence_number() != self.seq {
                     continue; // left over from an earlier, abandoned dump
                 }
-                match msg.payload {
-                    NetlinkPayload::Done(_) => return Ok(skipped),
-                    NetlinkPayload::Error(e) => return Err(e.to_io()),
-                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                        let h = &r.header;
-                        let info = r.nlas.iter().find_map(|nla| match nla {
-                            Nla::TcpInfo(raw) => TcpInfo::decode(raw),
-                            _ => None,
-                        });
-                        let cookie = u64::from_ne_bytes(h.socket_id.cookie);
-                        each(Sock { state: h.state, local_port: h.socket_id.source_port, inode: h.inode, cookie, info });
+                match msg.message_type() {
+                    NLMSG_DONE => return Ok(skipped),
+                    NLMSG_ERROR => {
+                        let code = ErrorBuffer::new_checked(msg.payload()).ok().and_then(|e| e.code()).map_or(0, |c| c.get());
+                        return Err(io::Error::from_raw_os_error(code.abs()));
                     }
+                    SOCK_DIAG_BY_FAMILY => match parse_inet(msg.payload()) {
+                        Some(sock) => each(sock),
+                        None => skipped += 1,
+                    },
                     _ => {}
                 }
             }
@@ -236,9 +255,81 @@ impl Diag {
     }
 }
 
-/// nlmsg_len of the message at the start of `b` (native-endian u32).
-fn netlink_len(b: &[u8]) -> usize {
-    b.get(..4).and_then(|l| l.try_into().ok()).map(u32::from_ne_bytes).unwrap_or(0) as usize
+/// One `inet_diag_msg` and its attributes; None when it does not parse.
+fn parse_inet(payload: &[u8]) -> Option<Sock> {
+    let msg = InetResponseBuffer::new_checked(payload).ok()?;
+    let id = SocketIdBuffer::new_checked(msg.socket_id()).ok()?;
+    let mut info = None;
+    for nla in msg.nlas() {
+        let nla = nla.ok()?;
+        if nla.kind() == INET_DIAG_INFO {
+            info = TcpInfo::decode(nla.value());
+        }
+    }
+    Some(Sock {
+        state: msg.state(),
+        // inet_diag_sockid: ports in network byte order, the cookie as two
+        // native u32 (an opaque identifier: any fixed byte order will do).
+        local_port: u16::from_be_bytes(id.source_port().try_into().ok()?),
+        inode: msg.inode(),
+        cookie: u64::from_ne_bytes(id.cookie().try_into().ok()?),
+        info,
+    })
+}
+
+/// `INET_DIAG_REQ_BYTECODE`, the request attribute that holds a filter.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// Bytecode operations (linux/inet_diag.h): local port >= and <=, and an
+/// unconditional jump. These exist since Linux 2.6 (S_EQ is newer).
+const INET_DIAG_BC_JMP: u8 = 1;
+const INET_DIAG_BC_S_GE: u8 = 2;
+const INET_DIAG_BC_S_LE: u8 = 3;
+
+/// The request attribute (nlattr header + inet_diag bytecode) that makes the
+/// kernel report only sockets whose local port is in `ports`: what `ss`
+/// builds for `sport = :A or sport = :B` (misc/ss.c, ssfilter_bytecode).
+/// None when there is nothing to filter or too many ports for one attribute.
+///
+/// The program is run by inet_diag_bc_run(): each 4-byte op
+/// `{code: u8, yes: u8, no: u16}` (native-endian) jumps `yes` bytes ahead
+/// when its test holds, `no` bytes when not; a port test is followed by a
+/// second op whose `no` holds the port. Landing exactly at the end accepts
+/// the socket, jumping 4 bytes past it rejects. inet_diag_bc_audit() wants
+/// every `no` target on the chain of `yes` jumps, hence this layout, for
+/// each port but the last:
+///
+/// ```text
+/// +0  S_GE yes=8  no=20 (next block)   +4  port
+/// +8  S_LE yes=8  no=12 (next block)   +12 port
+/// +16 JMP  yes=4  no=(to the end: accept)
+/// ```
+///
+/// and the last block without the JMP, its `no` jumps landing 4 bytes past
+/// the end (reject).
+pub fn port_filter(ports: &[u16]) -> Option<Vec<u8>> {
+    if ports.is_empty() || ports.len() > 1000 {
+        return None;
+    }
+    let total = ports.len() * 20 - 4;
+    let mut bc = Vec::with_capacity(4 + total);
+    bc.extend_from_slice(&u16::try_from(4 + total).ok()?.to_ne_bytes());
+    bc.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    let mut op = |code: u8, yes: u8, no: u16| {
+        bc.push(code);
+        bc.push(yes);
+        bc.extend_from_slice(&no.to_ne_bytes());
+    };
+    for (i, &port) in ports.iter().enumerate() {
+        op(INET_DIAG_BC_S_GE, 8, 20);
+        op(0, 0, port);
+        op(INET_DIAG_BC_S_LE, 8, 12);
+        op(0, 0, port);
+        if i + 1 < ports.len() {
+            let jmp_at = i * 20 + 16;
+            op(INET_DIAG_BC_JMP, 4, u16::try_from(total - jmp_at).ok()?);
+        }
+    }
+    Some(bc)
 }
 
 /// NLMSG_ALIGN: messages in a datagram start on 4-byte boundaries.
@@ -276,6 +367,46 @@ mod tests {
     fn garbage_is_not_a_tcp_info() {
         assert_eq!(TcpInfo::decode(&[]), None);
         assert_eq!(TcpInfo::decode(&[0; 55]), None);
+    }
+
+    /// inet_diag_bc_run(), transcribed for the three ops used: true when the
+    /// program accepts a socket with local port `sport`.
+    fn run(bc: &[u8], sport: u16) -> bool {
+        let (mut pc, len) = (0usize, bc.len() as isize);
+        let mut left = len;
+        while left > 0 {
+            let op = &bc[pc..];
+            let (code, yes, no) = (op[0], op[1] as isize, u16::from_ne_bytes([op[2], op[3]]) as isize);
+            let arg = || u16::from_ne_bytes([op[6], op[7]]);
+            let hit = match code {
+                INET_DIAG_BC_S_GE => sport >= arg(),
+                INET_DIAG_BC_S_LE => sport <= arg(),
+                INET_DIAG_BC_JMP => false,
+                _ => panic!("unexpected op {code}"),
+            };
+            let step = if hit { yes } else { no };
+            left -= step;
+            if left < 0 {
+                return false;
+            }
+            pc += step as usize;
+        }
+        left == 0
+    }
+
+    #[test]
+    fn port_filter_accepts_exactly_the_ports() {
+        for ports in [&[8080u16][..], &[80, 443], &[1, 8080, 9090, 65535]] {
+            let attr = port_filter(ports).unwrap();
+            assert_eq!(u16::from_ne_bytes([attr[0], attr[1]]) as usize, attr.len());
+            assert_eq!(u16::from_ne_bytes([attr[2], attr[3]]), INET_DIAG_REQ_BYTECODE);
+            let bc = &attr[4..];
+            assert_eq!(bc.len() % 4, 0);
+            for p in [0u16, 1, 2, 79, 80, 81, 443, 8079, 8080, 8081, 9090, 65534, 65535] {
+                assert_eq!(run(bc, p), ports.contains(&p), "ports {ports:?}, sport {p}");
+            }
+        }
+        assert_eq!(port_filter(&[]), None);
     }
 
     #[test]

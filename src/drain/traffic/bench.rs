@@ -1,0 +1,127 @@
+//! The cost of one sample with 10,000 open inbound connections (issue 6:
+//! "the cost must stay negligible for an app with 10,000 open
+//! connections"). Ignored by default; run it with bench/traffic/run or
+//!
+//!     cargo test --release --bin lastcall sample_cost -- --ignored --nocapture
+//!
+//! The 10,000 client ends live in a second process (this test binary run
+//! again as [`connect_helper`]): both ends in one process would need 20,000+
+//! descriptors, more than a common hard RLIMIT_NOFILE.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::diag::Diag;
+use super::Sampler;
+
+const CONNS: usize = 10_000;
+const ENV: &str = "LASTCALL_BENCH_CONNECT";
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft one.
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: `lim` is a valid rlimit with cur <= max.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    lim.rlim_cur
+}
+
+/// Client side, in its own process: opens `CONNS` connections to the
+/// address in `$LASTCALL_BENCH_CONNECT`, sends a few bytes on each, prints
+/// `connected`, and holds them until stdin closes.
+#[test]
+#[ignore]
+fn connect_helper() {
+    let Ok(addr) = std::env::var(ENV) else { return };
+    let limit = raise_nofile();
+    assert!(limit as usize > CONNS + 16, "RLIMIT_NOFILE hard limit {limit} is too low for {CONNS} connections");
+    let mut conns = Vec::with_capacity(CONNS);
+    for _ in 0..CONNS {
+        let mut c = TcpStream::connect(&addr).expect("connect");
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+        conns.push(c);
+    }
+    println!("connected");
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+#[test]
+#[ignore]
+fn sample_cost_with_10k_connections() {
+    let limit = raise_nofile();
+    assert!(limit as usize > CONNS + 16, "RLIMIT_NOFILE hard limit {limit} is too low for {CONNS} connections");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = std::thread::spawn(move || {
+        let mut accepted = Vec::with_capacity(CONNS);
+        while accepted.len() < CONNS {
+            let (s, _) = listener.accept().expect("accept");
+            accepted.push(s);
+        }
+        (listener, accepted)
+    });
+    let mut helper = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "drain::traffic::bench::connect_helper", "--nocapture", "--test-threads=1"])
+        .env(ENV, addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the client helper");
+    let mut out = BufReader::new(helper.stdout.take().unwrap());
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 && !line.contains("connected") {
+        line.clear();
+    }
+    assert!(line.contains("connected"), "the helper did not connect");
+    let (_listener, accepted) = acceptor.join().unwrap();
+    assert_eq!(accepted.len(), CONNS);
+
+    let mut sampler = Sampler {
+        diag: Diag::open().unwrap(),
+        ports: vec![addr.port()],
+        socks: Vec::new(),
+        last_cost: Duration::ZERO,
+        max_cost: Duration::ZERO,
+        samples: 0,
+    };
+    sampler.sample().unwrap(); // warm-up: cookies get generated, buffers grow
+    assert_eq!(sampler.socks.len(), CONNS, "one inbound socket per connection");
+    assert!(sampler.diag.kernel_filter(), "the kernel refused the port filter");
+    let mut costs: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            sampler.sample().unwrap();
+            t.elapsed()
+        })
+        .collect();
+    costs.sort();
+    let cpu0 = thread_cpu();
+    for _ in 0..20 {
+        sampler.sample().unwrap();
+    }
+    let cpu = (thread_cpu() - cpu0) / 20;
+    println!(
+        "one sample with {CONNS} inbound connections: median {:?}, min {:?}, max {:?}; thread CPU per sample {:?} \
+         (at the 100 ms default interval: {:.1}% of one core)",
+        costs[costs.len() / 2],
+        costs[0],
+        costs[costs.len() - 1],
+        cpu,
+        cpu.as_secs_f64() * 1000.0,
+    );
+    drop(helper.stdin.take());
+    let _ = helper.wait();
+}
+
+/// CPU time (user + system) of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
