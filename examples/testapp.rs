@@ -659,8 +659,10 @@ fn cmd_http(args: &[String]) -> Result<c_int, String> {
             return Err(format!("poll: {}", std::io::Error::last_os_error()));
         }
         if fds[1].revents != 0 {
-            let (sig, _) = pipe.next();
+            let (sig, at) = pipe.next();
             if sig == libc::SIGTERM {
+                // When the stop signal arrived, for tests that time a drain.
+                say(&format!("signal TERM {at}"));
                 break;
             }
         }
