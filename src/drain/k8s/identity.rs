@@ -1,0 +1,253 @@
+//! Who am I: the pod's name, namespace and IPs, from the most reliable
+//! source available.
+//!
+//! The Downward API is the reliable source (kubernetes.io, "Downward API":
+//! `metadata.name`, `metadata.namespace`, `status.podIP(s)` as env vars). The
+//! hostname is only a fallback for the name: `spec.hostname`,
+//! `setHostnameAsFQDN` and the 64-byte nodename limit can make it differ
+//! from `metadata.name` (kubernetes.io, "Pod Hostname"). The interface
+//! addresses are a fallback for the IPs (with `hostNetwork` they are the
+//! node's, which other pods share: use `--service` or POD_IP then).
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use crate::config::K8sConfig;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub name: String,
+    pub namespace: String,
+    pub ips: Vec<IpAddr>,
+    /// Where the name came from, for log lines: flag, POD_NAME or hostname.
+    pub name_from: &'static str,
+    /// Where the IPs came from: flag, POD_IPS, POD_IP or interfaces.
+    pub ips_from: &'static str,
+}
+
+/// What the process environment offers; gathered in one place so the
+/// choice itself is a pure, tested function.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    pub env_pod_name: Option<String>,
+    pub env_namespace: Option<String>,
+    pub env_pod_ips: Option<String>,
+    pub env_pod_ip: Option<String>,
+    pub hostname: Option<String>,
+    pub namespace_file: Option<String>,
+    pub interfaces: Vec<IpAddr>,
+}
+
+impl Sources {
+    /// Reads the environment, the hostname, the namespace file (next to
+    /// the token file, as in the service account volume) and the interfaces.
+    pub fn gather(cfg: &K8sConfig) -> Sources {
+        let env = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let ns_file = cfg.token_file.parent().unwrap_or(Path::new("/")).join("namespace");
+        Sources {
+            env_pod_name: env("POD_NAME"),
+            env_namespace: env("POD_NAMESPACE"),
+            env_pod_ips: env("POD_IPS"),
+            env_pod_ip: env("POD_IP"),
+            hostname: hostname(),
+            namespace_file: std::fs::read_to_string(ns_file).ok(),
+            interfaces: interface_addresses(),
+        }
+    }
+}
+
+/// Picks name, namespace and IPs: flag (or its LASTCALL_* env), then the
+/// Downward API env, then the fallbacks. Errors are one line.
+pub fn resolve(cfg: &K8sConfig, src: &Sources) -> Result<Identity, String> {
+    let nonempty = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+    let (name, name_from) = if let Some(n) = nonempty(&cfg.pod_name) {
+        (n, "--pod-name")
+    } else if let Some(n) = nonempty(&src.env_pod_name) {
+        (n, "POD_NAME")
+    } else if let Some(n) = nonempty(&src.hostname) {
+        (n, "hostname")
+    } else {
+        return Err("cannot tell this pod's name: set POD_NAME from the Downward API (metadata.name)".into());
+    };
+    let namespace = nonempty(&cfg.namespace)
+        .or_else(|| nonempty(&src.env_namespace))
+        .or_else(|| nonempty(&src.namespace_file))
+        .ok_or_else(|| {
+            "cannot tell the namespace: no --namespace, no POD_NAMESPACE and no namespace file next to the token".to_string()
+        })?;
+    for (what, value) in [("pod name", &name), ("namespace", &namespace)] {
+        if !is_dns_subdomain(value) {
+            return Err(format!("invalid {what} {value:?}: expected a DNS subdomain (lowercase letters, digits, '-', '.')"));
+        }
+    }
+    let (ips, ips_from) = if !cfg.pod_ips.is_empty() {
+        (parse_ips(cfg.pod_ips.iter().map(String::as_str)), "--pod-ip")
+    } else if let Some(list) = nonempty(&src.env_pod_ips) {
+        (parse_ips(list.split(',')), "POD_IPS")
+    } else if let Some(ip) = nonempty(&src.env_pod_ip) {
+        (parse_ips(std::iter::once(ip.as_str())), "POD_IP")
+    } else {
+        (src.interfaces.clone(), "interfaces")
+    };
+    Ok(Identity { name, namespace, ips, name_from, ips_from })
+}
+
+/// Parses a list of IPs, skipping blanks and anything that is not an IP.
+pub fn parse_ips<'a>(list: impl Iterator<Item = &'a str>) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for ip in list.filter_map(|s| s.trim().parse::<IpAddr>().ok()) {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+/// RFC 1123 subdomain, as Kubernetes requires of pod and namespace names;
+/// also keeps the name safe to put in a URL path.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.split('.').all(|label| {
+            !label.is_empty() && !label.starts_with('-') && !label.ends_with('-') && label.len() <= 63
+        })
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for `len` bytes; gethostname writes at most
+    // that many and NUL-terminates when the name fits (it always fits: the
+    // kernel's nodename is at most 64 bytes).
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    std::str::from_utf8(&buf[..end]).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// Non-loopback, non-link-local addresses of the container's interfaces.
+pub fn interface_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not freed yet.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points to a sockaddr whose family
+        // says which larger struct it really is.
+        let ip = unsafe {
+            match (*ifa.ifa_addr).sa_family as i32 {
+                libc::AF_INET => {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()) // network byte order in memory
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    IpAddr::from(sin6.sin6_addr.s6_addr)
+                }
+                _ => continue,
+            }
+        };
+        let link_local = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+        if !ip.is_loopback() && !ip.is_unspecified() && !link_local && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> K8sConfig {
+        K8sConfig { token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(), ..Default::default() }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn name_precedence() {
+        let mut src = Sources {
+            env_pod_name: Some("from-env".into()),
+            hostname: Some("from-host".into()),
+            namespace_file: Some("ns\n".into()),
+            ..Default::default()
+        };
+        let mut c = cfg();
+        c.pod_name = Some("from-flag".into());
+        assert_eq!(resolve(&c, &src).unwrap().name, "from-flag");
+        assert_eq!(resolve(&cfg(), &src).unwrap().name, "from-env");
+        src.env_pod_name = None;
+        let id = resolve(&cfg(), &src).unwrap();
+        assert_eq!((id.name.as_str(), id.name_from, id.namespace.as_str()), ("from-host", "hostname", "ns"));
+        src.hostname = None;
+        assert!(resolve(&cfg(), &src).unwrap_err().contains("POD_NAME"));
+    }
+
+    #[test]
+    fn namespace_precedence() {
+        let mut src =
+            Sources { env_pod_name: Some("p".into()), env_namespace: Some("env-ns".into()), namespace_file: Some("file-ns".into()), ..Default::default() };
+        let mut c = cfg();
+        c.namespace = Some("flag-ns".into());
+        assert_eq!(resolve(&c, &src).unwrap().namespace, "flag-ns");
+        assert_eq!(resolve(&cfg(), &src).unwrap().namespace, "env-ns");
+        src.env_namespace = None;
+        assert_eq!(resolve(&cfg(), &src).unwrap().namespace, "file-ns");
+        src.namespace_file = Some("  \n".into());
+        assert!(resolve(&cfg(), &src).unwrap_err().contains("namespace"));
+    }
+
+    #[test]
+    fn ip_precedence() {
+        let mut src = Sources {
+            env_pod_name: Some("p".into()),
+            namespace_file: Some("ns".into()),
+            env_pod_ips: Some("10.0.0.5, fd00::5,bogus".into()),
+            env_pod_ip: Some("10.0.0.6".into()),
+            interfaces: vec![ip("192.168.1.2")],
+            ..Default::default()
+        };
+        let mut c = cfg();
+        c.pod_ips = vec!["10.9.9.9".into()];
+        assert_eq!(resolve(&c, &src).unwrap().ips, vec![ip("10.9.9.9")]);
+        let id = resolve(&cfg(), &src).unwrap();
+        assert_eq!((id.ips, id.ips_from), (vec![ip("10.0.0.5"), ip("fd00::5")], "POD_IPS"));
+        src.env_pod_ips = None;
+        assert_eq!(resolve(&cfg(), &src).unwrap().ips, vec![ip("10.0.0.6")]);
+        src.env_pod_ip = None;
+        assert_eq!(resolve(&cfg(), &src).unwrap().ips, vec![ip("192.168.1.2")]);
+    }
+
+    #[test]
+    fn rejects_names_unsafe_in_a_url() {
+        let src = Sources { env_pod_name: Some("../../etc".into()), namespace_file: Some("ns".into()), ..Default::default() };
+        assert!(resolve(&cfg(), &src).is_err());
+        for ok in ["web-1", "a", "web-7d9f8-x2x9z", "a.b-c"] {
+            assert!(is_dns_subdomain(ok), "{ok}");
+        }
+        for bad in ["", "Web", "a/b", "-a", "a-", "a..b", "a?b", "a b", &"x".repeat(64)] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn interfaces_skip_loopback() {
+        assert!(interface_addresses().iter().all(|ip| !ip.is_loopback()));
+    }
+}
