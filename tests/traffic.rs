@@ -10,6 +10,8 @@
 //! The clients' sleeps are the load pattern (a request every 100 ms), not
 //! synchronisation: every wait is for an event (a line, an exit).
 
+#![cfg(feature = "traffic")]
+
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -349,4 +351,61 @@ both_modes! {
         let stderr = p.stderr();
         p.check(stderr.contains("never went quiet"), "no 'never went quiet' warning");
     }
+}
+
+/// `k8s,traffic`: first the endpoint leaves the Service, then traffic goes
+/// quiet. Against the API server double (tests/support/apiserver.rs):
+/// 1. the pod is deleted (deletionTimestamp set), the stop signal follows;
+///    the endpoint stays in service and the client is
+///    silent for 1.2 s, longer than the quiet period: the drain holds (the
+///    k8s strategy runs first, the traffic strategy has not started);
+/// 2. the endpoint turns terminating, but requests keep coming for 800 ms
+///    (a lagging load balancer): the drain still holds;
+/// 3. the app gets TERM one quiet period after the last request, and the
+///    k8s strategy skipped `--propagation-delay` since a measurement follows.
+#[cfg(feature = "k8s")]
+#[test]
+fn k8s_then_traffic() {
+    use support::apiserver::{ApiServer, Conditions, Flip};
+
+    let api = ApiServer::start();
+    api.add_pod("web-1", "10.0.0.5", 30);
+    api.add_service("web", 1, false, "IPv4");
+    api.add_endpoint("web", 0, "web-1");
+    let mut p = Run::new(Mode::Subreaper)
+        .opts(GRACE)
+        .opts(["--drain", "k8s,traffic", "--quiet-period", "500ms", "--propagation-delay", "5s"])
+        .opts(["--k8s-api", &api.url(), "--namespace", &api.namespace(), "--pod-name", "web-1", "--pod-ip", "10.0.0.5"])
+        .opts(["--k8s-token-file".as_ref(), api.token_path().as_os_str()])
+        .opts(["--k8s-ca-file".as_ref(), api.ca_path().as_os_str()])
+        .app(&["http", "--listen", "127.0.0.1:0"])
+        .spawn();
+    let addr = app_addr(&mut p);
+    let mut conn = KeepAlive::connect(&addr).expect("connect");
+    conn.request().expect("request before the stop");
+    // As in a real deletion: the API server marks the pod first, the
+    // kubelet then sends the stop signal; the endpoint flips later.
+    api.delete_pod("web-1", Some(20), Flip::Never);
+    p.signal(SIGTERM);
+    if !api.wait_watches(1, Duration::from_secs(20)) {
+        p.fail("the k8s strategy never watched the EndpointSlices");
+    }
+    // Silence longer than the quiet period is the load pattern here.
+    std::thread::sleep(Duration::from_millis(1200));
+    let early = p.lines_starting("signal TERM");
+    p.check(early.is_empty(), "the app got TERM while its endpoint was still in service");
+    let flipped = mono_ns();
+    api.set_conditions("web", "web-1", Conditions::TERMINATING);
+    let last = requests_until(&mut p, &mut conn, flipped + 800 * MS);
+    expect_term_after(&mut p, last, 500 * MS, "the last request");
+    p.expect_exit_code(0);
+    let stderr = p.stderr();
+    let at = |needle: &str| stderr.find(needle);
+    let (gone, watching, quiet) =
+        (at("endpoint out of service in every slice"), at("waiting for inbound traffic to go quiet"), at("inbound traffic went quiet"));
+    p.check(
+        matches!((gone, watching, quiet), (Some(g), Some(w), Some(q)) if g < w && w < q),
+        format!("log order: endpoint gone at {gone:?}, traffic watched at {watching:?}, quiet at {quiet:?}"),
+    );
+    p.check(!stderr.contains("waiting --propagation-delay"), "the k8s strategy waited --propagation-delay before a traffic measurement");
 }

@@ -60,9 +60,9 @@ pub fn sample_interval(quiet: Duration) -> Duration {
     (quiet / 4).clamp(Duration::from_millis(10), Duration::from_millis(100))
 }
 
-/// A sample may take at most this share of one core: with many connections
-/// (each one costs the kernel ~0.5 µs to describe) the interval grows to
-/// 20 times the last sample's duration.
+/// Sampling may use at most 1/MAX_DUTY (5 %) of one core: with many
+/// connections (the kernel takes ~0.5 µs to describe each one) the pause
+/// between samples grows to 20 times the last sample's duration.
 const MAX_DUTY: u32 = 20;
 
 /// Coarsest kernel clock tick (HZ=100). `tcpi_last_data_recv` is counted in
@@ -78,6 +78,9 @@ pub fn wait(ctx: &Ctx) -> Outcome {
     let bound = ctx.bounded_until();
     let quiet = ctx.cfg.quiet_period;
     let interval = sample_interval(quiet);
+    if begin >= bound {
+        return Outcome::Done("no drain budget left to watch inbound traffic".into());
+    }
 
     let mut diag = match Diag::open() {
         Ok(d) => d,
