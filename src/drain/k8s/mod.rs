@@ -41,8 +41,10 @@ const REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT_MIN: Duration = Duration::from_secs(2);
 /// Startup check: all its requests together.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Watches that broke in a row before the strategy gives up.
-const WATCH_ATTEMPTS: u32 = 3;
+/// Broken watches (cut, garbage, 5xx, no answer) per drain before the
+/// strategy gives up: the first two are resumed from the last
+/// resourceVersion.
+const WATCH_FAILURES: u32 = 3;
 /// Watches per drain (clean ends included) before switching to polling:
 /// keeps the request count O(1) against a server or proxy that keeps
 /// ending watches.
@@ -287,11 +289,7 @@ impl Drain<'_> {
                 return self.poll(&format!("the API server ended {MAX_WATCHES} watches"));
             }
             watches += 1;
-            let (end, progressed) = self.watch_once();
-            if progressed {
-                failures = 0;
-            }
-            match end {
+            match self.watch_once() {
                 WatchEnd::Gone(slice) => return self.finish(slice),
                 WatchEnd::Ended => debug!(rv = %self.tracker.rv, "watch ended: watching again"),
                 WatchEnd::Expired => {
@@ -309,9 +307,12 @@ impl Drain<'_> {
                 }
                 WatchEnd::Forbidden(why) => return self.poll(&why),
                 WatchEnd::Failed(why) => {
+                    // Counted per drain, not per streak: a drain lasts
+                    // seconds, and a watch path that broke three times in
+                    // it is not to be trusted (even if events got through).
                     failures += 1;
-                    if failures >= WATCH_ATTEMPTS {
-                        return Outcome::Fallback(format!("the EndpointSlice watch failed {failures} times in a row: {why}"));
+                    if failures >= WATCH_FAILURES {
+                        return Outcome::Fallback(format!("the EndpointSlice watch failed {failures} times: {why}"));
                     }
                     warn!(error = %why, attempt = failures, rv = %self.tracker.rv, "watch broke: resuming from the last resourceVersion");
                     // A short pause, so a failing server is not hammered.
@@ -323,10 +324,10 @@ impl Drain<'_> {
     }
 
     /// One watch request from the tracker's resourceVersion, read until it
-    /// ends. Also returns whether any event arrived.
-    fn watch_once(&mut self) -> (WatchEnd, bool) {
+    /// ends.
+    fn watch_once(&mut self) -> WatchEnd {
         let until = self.ctx.bounded_until();
-        let Some(header_timeout) = self.request_timeout() else { return (WatchEnd::Ended, false) };
+        let Some(header_timeout) = self.request_timeout() else { return WatchEnd::Ended };
         let left = until.saturating_duration_since(Instant::now());
         let mut query = vec![
             ("watch", "1".to_string()),
@@ -343,36 +344,34 @@ impl Drain<'_> {
             Ok(s) => s,
             Err(e) => {
                 return match e.code() {
-                    Some(410) => (WatchEnd::Expired, false),
-                    Some(403) | Some(405) => (WatchEnd::Forbidden(format!("watching endpointslices is not allowed ({e})")), false),
-                    _ => (WatchEnd::Failed(e.to_string()), false),
+                    Some(410) => WatchEnd::Expired,
+                    Some(403) | Some(405) => WatchEnd::Forbidden(format!("watching endpointslices is not allowed ({e})")),
+                    _ => WatchEnd::Failed(e.to_string()),
                 }
             }
         };
-        let mut progressed = false;
         loop {
             let line = match stream.next_line() {
                 Ok(Some(line)) => line,
-                Ok(None) => return (WatchEnd::Ended, progressed),
-                Err(_) if Instant::now() >= until => return (WatchEnd::Ended, progressed),
-                Err(e) => return (WatchEnd::Failed(e.to_string()), progressed),
+                Ok(None) => return WatchEnd::Ended,
+                Err(_) if Instant::now() >= until => return WatchEnd::Ended,
+                Err(e) => return WatchEnd::Failed(e.to_string()),
             };
             let event = match decode_event(&line) {
                 Ok(ev) => ev,
-                Err(e) => return (WatchEnd::Failed(e), progressed),
+                Err(e) => return WatchEnd::Failed(e),
             };
             if let Event::Error(st) = &event {
                 if st.code == 410 || st.reason == "Expired" || st.reason == "Gone" {
-                    return (WatchEnd::Expired, progressed);
+                    return WatchEnd::Expired;
                 }
-                return (WatchEnd::Failed(format!("ERROR event {} {}: {}", st.code, st.reason, st.message)), progressed);
+                return WatchEnd::Failed(format!("ERROR event {} {}: {}", st.code, st.reason, st.message));
             }
-            progressed = true;
             let before = self.tracker.summary();
             let Some(slice) = self.tracker.apply(&self.me, &event) else { continue };
             let now = self.tracker.summary();
             if now.gone() {
-                return (WatchEnd::Gone(Some(slice)), true);
+                return WatchEnd::Gone(Some(slice));
             }
             if now != before {
                 info!(

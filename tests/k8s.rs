@@ -1,0 +1,593 @@
+//! Black-box tests of the Kubernetes drain strategy (issue 3): the real
+//! binary as PID 1 of a fresh PID namespace, testapp as the app, and the
+//! test API server double (tests/k8s/apiserver.py) as the cluster.
+//!
+//! The scenario everywhere: a pod `web-1` (10.0.0.5) listed in Service
+//! `web`; the test deletes the pod (as `kubectl delete` would: the pod gets
+//! its deletionTimestamp, the EndpointSlice controller flips the endpoint
+//! to terminating) and sends lastcall the stop signal (as the kubelet
+//! would). The app must see TERM only after the endpoint flipped plus the
+//! propagation delay, and always before the deadline.
+//!
+//! Rules as in tests/pid1.rs: wait for events (app lines, requests and
+//! watches counted by the server, lastcall's log lines), never for time to
+//! pass; bounds are generous; ordering is asserted with CLOCK_MONOTONIC.
+//! Timings that tell outcomes apart: the fallback delay is 20 s where a
+//! test expects the endpoint to be observed (so a fallback could never pass
+//! for a success), and 3 s where a test expects the fallback.
+
+#![cfg(feature = "k8s")]
+
+mod support;
+
+use std::time::Duration;
+
+use libc::SIGTERM;
+use serde_json::json;
+use support::apiserver::{ApiServer, Conditions, Flip, StartOptions};
+use support::{mono_ns, secs, Mode, Proc, Run, GUARD, MS, SEC};
+
+/// KILL at 29 s, drain until 27 s; the fallback (20 s) would be obvious.
+const OBSERVE: [&str; 10] =
+    ["--grace-period", "30s", "--kill-margin", "1s", "--stop-budget", "2s", "--drain-delay", "20s", "--propagation-delay", "1s"];
+/// The same with a 3 s fallback, for the fault tests.
+const FAULT: [&str; 10] =
+    ["--grace-period", "30s", "--kill-margin", "1s", "--stop-budget", "2s", "--drain-delay", "3s", "--propagation-delay", "1s"];
+const PROPAGATION: u64 = SEC;
+
+/// A cluster with pod web-1 listed (ready) in the one slice of Service web.
+fn cluster() -> ApiServer {
+    let api = ApiServer::start();
+    api.add_pod("web-1", "10.0.0.5", 30);
+    api.add_service("web", 1, false, "IPv4");
+    api.add_endpoint("web", 0, "web-1");
+    api
+}
+
+/// lastcall pointed at `api` the in-cluster way (KUBERNETES_SERVICE_HOST/
+/// PORT), with the Downward API env a pod would have.
+fn lastcall(api: &ApiServer, opts: &[&str]) -> Run {
+    lastcall_with_ca(api, &api.ca_path(), opts)
+}
+
+fn lastcall_with_ca(api: &ApiServer, ca: &std::path::Path, opts: &[&str]) -> Run {
+    let mut run = Run::new(Mode::Pid1)
+        .opts(["--drain", "k8s"])
+        .opts([std::ffi::OsStr::new("--k8s-token-file"), api.token_path().as_os_str()])
+        .opts([std::ffi::OsStr::new("--k8s-ca-file"), ca.as_os_str()])
+        .opts(opts)
+        .env("POD_NAME", "web-1")
+        .env("POD_IP", "10.0.0.5");
+    for (k, v) in api.env() {
+        run = run.env(&k, &v);
+    }
+    run
+}
+
+/// Starts lastcall with testapp `args`, waits for the app and for the
+/// startup check (one LIST and one GET of the pod), then zeroes the
+/// server's request counts so a test counts only the drain's requests.
+fn start(api: &ApiServer, opts: &[&str], app: &[&str]) -> Proc {
+    let mut p = lastcall(api, opts).app(app).spawn();
+    p.expect_prefix("ready");
+    let checked = api.wait_requests("get-pod", 1, GUARD);
+    p.check(checked, "the startup check did not read the pod");
+    api.reset_stats();
+    p
+}
+
+/// Waits until lastcall's stderr contains `needle`. The log has no event
+/// the harness can block on, so it is polled (10 ms), bounded by GUARD.
+#[track_caller]
+fn wait_log(p: &mut Proc, needle: &str) {
+    let deadline = mono_ns() + GUARD.as_nanos() as u64;
+    while !p.stderr_snapshot().contains(needle) {
+        if mono_ns() > deadline {
+            p.fail(format!("lastcall never logged {needle:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[track_caller]
+fn wait_watch(p: &mut Proc, api: &ApiServer) {
+    let open = api.wait_watches(1, GUARD);
+    p.check(open, "lastcall did not open a watch");
+}
+
+/// TERM reached the app at `got`: after `not_before`, and within `within`
+/// of the stop signal `sent`.
+#[track_caller]
+fn check_term(p: &mut Proc, sent: u64, got: u64, not_before: u64, within: u64) {
+    p.check(
+        got >= not_before,
+        format!("the app got TERM {} too early", secs(not_before.saturating_sub(got))),
+    );
+    p.check(got - sent < within, format!("the app got TERM {} after the stop signal, not within {}", secs(got - sent), secs(within)));
+}
+
+// ---------------------------------------------------------------------------
+// The main path
+// ---------------------------------------------------------------------------
+
+/// The pod is deleted, the endpoint flips 1.5 s later: TERM comes no earlier
+/// than the flip plus the 1 s propagation delay, and long before the 20 s
+/// fallback or the deadline. The drain costs O(1) requests: one GET of the
+/// pod, one LIST, one WATCH, though bookmarks arrive every 200 ms.
+#[test]
+fn endpoint_flip_then_propagation_delay() {
+    let api = cluster();
+    api.config(json!({"bookmark_interval_ms": 200}));
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    let deleted = mono_ns();
+    api.delete_pod("web-1", None, Flip::AfterMs(1500));
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, deleted + 1500 * MS + PROPAGATION, 10 * SEC);
+    p.expect_exit_code(0);
+    let log = p.stderr();
+    assert!(log.contains("pod is being deleted"), "{log}");
+    assert!(log.contains("endpoint out of service in every slice"), "{log}");
+    assert!(log.contains("endpoint out of service in 1 slice after") && log.contains("waited propagation delay 1s"), "{log}");
+    let st = api.stats();
+    assert_eq!((st.count("get-pod"), st.count("list"), st.count("watch")), (1, 1, 1), "{:?}", st.requests);
+    assert_eq!(st.total(), 3, "{:?}", st.requests);
+}
+
+/// The flip happened before lastcall looked (the controller was faster than
+/// the kubelet): the LIST already shows it, no watch is needed.
+#[test]
+fn already_flipped_needs_no_watch() {
+    let api = cluster();
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Now);
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, sent + PROPAGATION, 10 * SEC);
+    let st = api.stats();
+    assert_eq!((st.count("get-pod"), st.count("list"), st.count("watch")), (1, 1, 0), "{:?}", st.requests);
+}
+
+/// A pod in no Service has nothing to drain: TERM at once (no 20 s wait),
+/// and the log says why.
+#[test]
+fn pod_in_no_service_forwards_at_once() {
+    let api = ApiServer::start();
+    api.add_pod("web-1", "10.0.0.5", 30);
+    api.add_pod("other-1", "10.0.0.6", 30);
+    api.add_service("other", 1, false, "IPv4");
+    api.add_endpoint("other", 0, "other-1");
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Now);
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, sent, 5 * SEC);
+    p.expect_exit_code(0);
+    let log = p.stderr();
+    assert!(log.contains("pod is in no Service: nothing to drain"), "{log}");
+    assert_eq!(api.stats().count("watch"), 0);
+}
+
+/// SIGTERM while the pod has no deletionTimestamp (a liveness restart, a
+/// kubelet eviction, a node shutdown): the endpoint will not flip, so
+/// lastcall does not wait for it; it uses the 3 s fallback and says why.
+#[test]
+fn no_deletion_timestamp_uses_fallback() {
+    let api = cluster();
+    let mut p = start(&api, &FAULT, &["signals"]);
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, sent + 3 * SEC, 10 * SEC);
+    let log = p.stderr_snapshot();
+    assert!(log.contains("is not being deleted") && log.contains("falling back to --drain-delay"), "{log}");
+    let st = api.stats();
+    assert_eq!((st.count("list"), st.count("watch")), (0, 0), "{:?}", st.requests);
+}
+
+/// The pod's deletionTimestamp (grace 4 s) is sooner than --grace-period
+/// (60 s): lastcall adopts it, stops the drain in time, and SIGKILLs the
+/// app (which ignores TERM) before that instant.
+#[test]
+fn deletion_timestamp_sooner_than_grace_period() {
+    let api = cluster();
+    let opts = ["--grace-period", "60s", "--kill-margin", "1s", "--stop-budget", "1s", "--drain-delay", "30s"];
+    let mut p = start(&api, &opts, &["signals", "--exit-on", "none"]);
+    api.delete_pod("web-1", Some(4), Flip::Never);
+    // deletionTimestamp has second precision (rounded down): the kubelet's
+    // SIGKILL instant is at most 4 s after the delete command returned.
+    let deleted = mono_ns();
+    p.signal(SIGTERM);
+    let term = p.expect_signal(SIGTERM).mono();
+    let st = p.wait();
+    p.check(st.code() == Some(128 + 9), format!("lastcall exited {st:?}, expected 137 (the app was SIGKILLed)"));
+    let exited = p.exited_at();
+    p.check(exited < deleted + 4 * SEC, format!("the app was killed {} after the delete, after the 4 s deadline", secs(exited - deleted)));
+    p.check(term < exited, "TERM must come before KILL");
+    let log = p.stderr();
+    assert!(log.contains("pod deletion deadline is sooner than --grace-period: adopting it"), "{log}");
+}
+
+/// publishNotReadyAddresses: `ready` stays true while terminating, so only
+/// `terminating` tells; the drain still ends long before the fallback.
+#[test]
+fn publish_not_ready_addresses() {
+    let api = ApiServer::start();
+    api.add_pod("web-1", "10.0.0.5", 30);
+    let slices = api.add_service("web", 1, true, "IPv4");
+    api.add_endpoint("web", 0, "web-1");
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    let deleted = mono_ns();
+    api.delete_pod("web-1", None, Flip::AfterMs(800));
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, deleted + 800 * MS + PROPAGATION, 10 * SEC);
+    let ep = &api.get_object("endpointslices", &slices[0])["endpoints"][0]["conditions"];
+    assert_eq!((ep["ready"].clone(), ep["terminating"].clone()), (json!(true), json!(true)), "the double must model publishNotReadyAddresses");
+}
+
+/// A dual-stack Service has two slices, and the pod is in both: the flip in
+/// one does not end the drain; the flip in the second does.
+#[test]
+fn service_split_over_two_slices() {
+    let api = ApiServer::start();
+    api.add_pod_json(json!({"name": "web-1", "ips": ["10.0.0.5", "fd00::5"], "grace": 30}));
+    api.add_service("web", 1, false, "dual");
+    api.add_endpoint("web", 0, "web-1");
+    api.add_endpoint("web", 1, "web-1");
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    let sent = p.signal(SIGTERM);
+    wait_watch(&mut p, &api);
+    let flip = |slice: usize| {
+        let t = Conditions::TERMINATING;
+        api.cmd_ok(json!({"cmd": "set_conditions", "service": "web", "pod": "web-1", "slice": slice,
+                          "ready": t.ready, "serving": t.serving, "terminating": t.terminating}));
+    };
+    flip(0);
+    wait_log(&mut p, "endpoint change seen: some entries still in service");
+    let second = mono_ns();
+    flip(1);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, second + PROPAGATION, 10 * SEC);
+    let log = p.stderr();
+    assert!(log.contains("endpoint out of service in 2 slices"), "{log}");
+}
+
+/// 410 Gone during the watch (an ERROR event, as the watch cache sends it):
+/// lastcall lists again, watches from the new resourceVersion, and still
+/// sees the flip.
+#[test]
+fn watch_expired_event_relists() {
+    let api = cluster();
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    let sent = p.signal(SIGTERM);
+    wait_watch(&mut p, &api);
+    api.close_watches_expired();
+    p.check(api.wait_requests("list", 2, GUARD), "no second LIST after the 410");
+    wait_watch(&mut p, &api);
+    let flipped = mono_ns();
+    api.set_conditions("web", "web-1", Conditions::TERMINATING);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, flipped + PROPAGATION, 10 * SEC);
+    let st = api.stats();
+    assert_eq!((st.count("list"), st.count("watch")), (2, 2), "{:?}", st.requests);
+    assert!(p.stderr().contains("watch expired (410 Gone): listing again"));
+}
+
+/// 410 Gone as an HTTP status when re-watching from a compacted
+/// resourceVersion (after the server ended the first watch).
+#[test]
+fn watch_expired_http_relists() {
+    let api = cluster();
+    api.config(json!({"watch_410": "http"}));
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    let sent = p.signal(SIGTERM);
+    wait_watch(&mut p, &api);
+    // A change the slice watch does not see, then compaction: lastcall's
+    // resourceVersion is now too old.
+    api.add_pod("unrelated-1", "10.0.0.99", 30);
+    api.compact();
+    api.close_watches();
+    p.check(api.wait_requests("list", 2, GUARD), "no second LIST after the 410");
+    wait_watch(&mut p, &api);
+    let flipped = mono_ns();
+    api.set_conditions("web", "web-1", Conditions::TERMINATING);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, flipped + PROPAGATION, 10 * SEC);
+    assert_eq!(api.stats().count("watch"), 3);
+}
+
+/// The token file is re-read for every request: rotated before the drain
+/// and again while the watch is open (the server rejects old tokens).
+#[test]
+fn rotated_token_is_used() {
+    let api = cluster();
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    api.rotate_token();
+    let sent = p.signal(SIGTERM);
+    wait_watch(&mut p, &api);
+    api.rotate_token();
+    api.close_watches();
+    p.check(api.wait_requests("watch", 2, GUARD), "no second watch");
+    wait_watch(&mut p, &api);
+    let flipped = mono_ns();
+    api.set_conditions("web", "web-1", Conditions::TERMINATING);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, flipped + PROPAGATION, 10 * SEC);
+    let log = api.log();
+    assert!(!log.contains("auth=invalid") && !log.contains("auth=missing"), "{log}");
+}
+
+// ---------------------------------------------------------------------------
+// Faults: each one gives one log line and the 3 s fallback, never more than
+// the deadline (TERM well before 27 s).
+// ---------------------------------------------------------------------------
+
+/// Injects `fault` into every request of `kind` once the startup check is
+/// done; the pod is deleted but its endpoint never flips.
+fn fault_case(kind: &str, fault: &str, expect_in_log: &str) {
+    let api = cluster();
+    let mut p = start(&api, &FAULT, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    api.fault(kind, fault, 0);
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, sent + 3 * SEC, 15 * SEC);
+    let log = p.stderr_snapshot();
+    let fallbacks = log.matches("falling back to --drain-delay").count();
+    p.check(fallbacks == 1, format!("expected one fallback line, got {fallbacks}"));
+    p.check(log.contains(expect_in_log), format!("the fallback line does not say {expect_in_log:?}"));
+    p.check(!log.contains("panicked"), "lastcall panicked");
+}
+
+#[test]
+fn fault_hang_on_pod_get() {
+    fault_case("get-pod", "hang", "timed out");
+}
+
+#[test]
+fn fault_list_forbidden() {
+    fault_case("list", "status:403", "403 Forbidden — grant list/watch on endpointslices.discovery.k8s.io");
+}
+
+#[test]
+fn fault_list_server_error() {
+    fault_case("list", "status:500", "500 InternalError");
+}
+
+#[test]
+fn fault_list_reset() {
+    fault_case("list", "reset", "connection");
+}
+
+#[test]
+fn fault_list_garbage_json() {
+    fault_case("list", "garbage", "malformed EndpointSliceList");
+}
+
+#[test]
+fn fault_unauthorized_everywhere() {
+    fault_case("any", "status:401", "401");
+}
+
+#[test]
+fn fault_watch_reset_mid_stream() {
+    fault_case("watch", "reset_mid_stream", "the EndpointSlice watch failed 3 times");
+}
+
+#[test]
+fn fault_watch_garbage_event() {
+    fault_case("watch", "garbage_event", "malformed watch event");
+}
+
+#[test]
+fn fault_watch_hang() {
+    fault_case("watch", "hang", "timed out");
+}
+
+#[test]
+fn fault_api_unreachable() {
+    let api = cluster();
+    let mut p = lastcall(&api, &FAULT).env("KUBERNETES_SERVICE_PORT", "1").app(&["signals"]).spawn();
+    p.expect_prefix("ready");
+    api.delete_pod("web-1", None, Flip::Now);
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, sent + 3 * SEC, 15 * SEC);
+    let log = p.stderr_snapshot();
+    assert!(log.contains("connection refused"), "{log}");
+}
+
+#[test]
+fn fault_tls_wrong_ca() {
+    let api = cluster();
+    let other = ApiServer::start(); // its CA did not sign `api`'s certificate
+    let mut p = lastcall_with_ca(&api, &other.ca_path(), &FAULT).app(&["signals"]).spawn();
+    p.expect_prefix("ready");
+    api.delete_pod("web-1", None, Flip::Now);
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, sent + 3 * SEC, 15 * SEC);
+    let log = p.stderr_snapshot();
+    assert!(log.contains("UnknownIssuer") || log.contains("certificate"), "{log}");
+}
+
+/// One cut mid-event is survived: the watch resumes from the last
+/// resourceVersion and the flip is still seen (no fallback).
+#[test]
+fn single_stream_cut_resumes() {
+    let api = cluster();
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    api.fault("watch", "reset_mid_stream", 1);
+    let sent = p.signal(SIGTERM);
+    p.check(api.wait_requests("watch", 2, GUARD), "the watch was not resumed");
+    wait_watch(&mut p, &api);
+    let flipped = mono_ns();
+    api.set_conditions("web", "web-1", Conditions::TERMINATING);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, flipped + PROPAGATION, 10 * SEC);
+    let st = api.stats();
+    assert_eq!((st.count("list"), st.count("watch")), (1, 2), "{:?}", st.requests);
+    let log = p.stderr();
+    assert!(log.contains("watch broke: resuming from the last resourceVersion") && !log.contains("falling back"), "{log}");
+}
+
+/// 429 Too Many Requests (API Priority and Fairness) on the LIST: retried
+/// after Retry-After, the drain still observes the flip.
+#[test]
+fn throttled_list_is_retried() {
+    let api = cluster();
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    api.fault("list", "status:429", 1);
+    let deleted = mono_ns();
+    api.delete_pod("web-1", None, Flip::AfterMs(500));
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, deleted + 500 * MS + PROPAGATION, 10 * SEC);
+    assert_eq!(api.stats().count("list"), 2);
+}
+
+/// Watching forbidden (RBAC grants get/list only): lastcall polls at
+/// --poll-interval and still sees the flip.
+#[test]
+fn watch_forbidden_polls() {
+    let api = cluster();
+    api.rbac_verbs(&["get", "list"], &["get"]);
+    let mut p = start(&api, &[&OBSERVE[..], &["--poll-interval", "200ms"]].concat(), &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    let sent = p.signal(SIGTERM);
+    p.check(api.wait_requests("list", 3, GUARD), "lastcall is not polling");
+    let flipped = mono_ns();
+    api.set_conditions("web", "web-1", Conditions::TERMINATING);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, flipped + PROPAGATION, 10 * SEC);
+    assert!(p.stderr().contains("cannot watch the EndpointSlices: polling"));
+}
+
+/// Without `get` on pods the drain still works, bounded by the grace period.
+#[test]
+fn without_pod_permission() {
+    let api = cluster();
+    api.rbac(true, false);
+    let mut p = lastcall(&api, &OBSERVE).app(&["signals"]).spawn();
+    p.expect_prefix("ready");
+    p.check(api.wait_requests("get-pod", 1, GUARD), "no startup check");
+    let deleted = mono_ns();
+    api.delete_pod("web-1", None, Flip::AfterMs(500));
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, deleted + 500 * MS + PROPAGATION, 10 * SEC);
+    assert!(p.stderr().contains("no permission to get the own pod"));
+}
+
+// ---------------------------------------------------------------------------
+// Startup check, other modes, other networks
+// ---------------------------------------------------------------------------
+
+/// --strict and no permission to list EndpointSlices: exit 78 before the
+/// app starts, with one line naming the missing permission.
+#[test]
+fn strict_forbidden_exits_78() {
+    let api = cluster();
+    api.rbac(false, false);
+    let mut p = lastcall(&api, &["--strict"]).app(&["signals"]).spawn();
+    p.expect_exit_code(78);
+    let out = p.lines();
+    assert!(out.is_empty(), "the app was started: {out:?}");
+    let log = p.stderr();
+    assert!(
+        log.contains("k8s drain: cannot list endpointslices in namespace default: 403 Forbidden — grant list/watch on endpointslices.discovery.k8s.io (see deploy/rbac.yaml)"),
+        "{log}"
+    );
+}
+
+/// Without --strict the same problem is one warning, and the app runs.
+#[test]
+fn forbidden_without_strict_warns() {
+    let api = cluster();
+    api.rbac(false, false);
+    let mut p = lastcall(&api, &[]).app(&["signals"]).spawn();
+    p.expect_prefix("ready");
+    wait_log(&mut p, "403 Forbidden — grant list/watch");
+    p.signal(SIGTERM);
+    p.expect_signal(SIGTERM);
+    p.expect_exit_code(0);
+}
+
+/// Outside a cluster with --strict: exit 78 and say what is missing.
+#[test]
+fn strict_not_in_cluster_exits_78() {
+    let mut p = Run::new(Mode::Pid1).opts(["--drain", "k8s", "--strict"]).env("POD_NAME", "web-1").app(&["signals"]).spawn();
+    p.expect_exit_code(78);
+    let log = p.stderr();
+    assert!(log.contains("KUBERNETES_SERVICE_HOST") || log.contains("namespace"), "{log}");
+}
+
+/// `lastcall drain` (preStop exec hook, no lastcall PID 1 to ask) runs the
+/// k8s strategy itself and exits 0 once the endpoint is gone.
+#[test]
+fn prestop_drain_mode() {
+    let api = cluster();
+    let dir = api.dir();
+    let (token, ca) = (dir.join("token"), dir.join("ca.crt"));
+    let mut args: Vec<std::ffi::OsString> = ["drain", "--drain", "k8s", "--grace-period", "30s", "--drain-delay", "20s", "--propagation-delay", "1s"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    args.extend(["--k8s-token-file".into(), token.into_os_string(), "--k8s-ca-file".into(), ca.into_os_string()]);
+    let deleted = mono_ns();
+    api.delete_pod("web-1", None, Flip::AfterMs(1000));
+    let mut run = Run::new(Mode::Subreaper).raw(args).env("POD_NAME", "web-1").env("POD_IP", "10.0.0.5");
+    for (k, v) in api.env() {
+        run = run.env(&k, &v);
+    }
+    let mut p = run.spawn();
+    let exited = p.expect_exit_code(0);
+    p.check(exited >= deleted + 1000 * MS + PROPAGATION, format!("drain returned {} after the delete", secs(exited - deleted)));
+    p.check(exited - deleted < 10 * SEC, "drain took too long");
+    assert!(p.stderr().contains("endpoint out of service in every slice"));
+}
+
+/// An API server on ::1 reached through KUBERNETES_SERVICE_HOST=::1 (an IPv6
+/// cluster: the host goes in brackets).
+#[test]
+fn ipv6_api_server() {
+    let api = ApiServer::start_with(&StartOptions { ipv6: true, ..Default::default() });
+    api.add_pod("web-1", "10.0.0.5", 30);
+    api.add_service("web", 1, false, "IPv4");
+    api.add_endpoint("web", 0, "web-1");
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    wait_log(&mut p, "k8s drain ready");
+    let deleted = mono_ns();
+    api.delete_pod("web-1", None, Flip::AfterMs(300));
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, deleted + 300 * MS + PROPAGATION, 10 * SEC);
+}
+
+/// --service narrows the LIST and WATCH with a label selector.
+#[test]
+fn service_selector_narrows_requests() {
+    let api = cluster();
+    api.add_service("admin", 1, false, "IPv4");
+    api.add_endpoint("admin", 0, "web-1");
+    let mut p = start(&api, &[&OBSERVE[..], &["--service", "web"]].concat(), &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    let sent = p.signal(SIGTERM);
+    wait_watch(&mut p, &api);
+    // Only web's slice flips; admin's entry stays ready but is not selected.
+    let flipped = mono_ns();
+    api.set_conditions("web", "web-1", Conditions::TERMINATING);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, flipped + PROPAGATION, 10 * SEC);
+    let st = api.stats();
+    assert!(
+        st.requests.iter().filter(|r| r.kind == "list" || r.kind == "watch").all(|r| r.path.contains("labelSelector=kubernetes.io%2Fservice-name%3Dweb")),
+        "{:?}",
+        st.requests
+    );
+}
