@@ -162,6 +162,7 @@ impl Diag {
     }
 
     /// False once the kernel refused the port filter.
+    #[cfg(test)]
     pub fn kernel_filter(&self) -> bool {
         self.kernel_filter
     }
@@ -179,6 +180,7 @@ impl Diag {
                 // nothing was reported yet: retry without it.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) && self.kernel_filter && matches!(query, Query::Connections(_)) => {
                     self.kernel_filter = false;
+                    tracing::debug!("the kernel refused the sock_diag port filter: filtering in lastcall");
                     self.dump_family(family, query, &mut each)?
                 }
                 other => other?,
