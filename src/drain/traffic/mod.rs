@@ -51,12 +51,12 @@ use self::diag::{Diag, Query, Sock, TcpInfo, TCP_ESTABLISHED};
 use super::delay::sleep_until;
 use super::{Ctx, Outcome};
 
-/// How often the socket table is read: a quarter of the quiet period, but
-/// at most every 10 ms and at least every 100 ms (so the default 1 s quiet
-/// period samples every 100 ms). The interval only bounds how long a
-/// connection can live unseen between two samples and how late a new one
-/// is noticed; the end itself is scheduled from the traffic's timestamps.
-pub fn sample_interval(quiet: Duration) -> Duration {
+/// How often the socket table is read: a quarter of the quiet period,
+/// clamped to 10..=100 ms (the default 1 s quiet period samples every
+/// 100 ms). The interval only bounds how long a connection can live unseen
+/// between two samples; the end itself is scheduled from the traffic's
+/// timestamps.
+fn sample_interval(quiet: Duration) -> Duration {
     (quiet / 4).clamp(Duration::from_millis(10), Duration::from_millis(100))
 }
 
@@ -109,7 +109,8 @@ pub fn wait(ctx: &Ctx) -> Outcome {
     loop {
         let now = Instant::now();
         let quiet_at = tracker.quiet_at();
-        if now >= quiet_at || now >= bound {
+        let quiet_seen = tracker.quiet_seen();
+        if quiet_seen || now >= bound {
             let since_stop = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(ctx.started).as_millis() as u64);
             let (last_conn, last_byte) = (since_stop(tracker.last_conn), since_stop(tracker.last_byte));
             let seen = format!(
@@ -132,7 +133,7 @@ pub fn wait(ctx: &Ctx) -> Outcome {
                     )
                 };
             }
-            return if now >= quiet_at {
+            return if quiet_seen {
                 report!(info, "inbound traffic went quiet");
                 Outcome::Done(format!("no inbound traffic on port {ports_text} for {}ms: {seen}", quiet.as_millis()))
             } else {
@@ -339,6 +340,12 @@ impl Tracker {
     fn quiet_at(&self) -> Instant {
         self.quiet_since() + self.quiet
     }
+
+    /// Has a successful sample confirmed a full quiet period? (A failed
+    /// sample at `quiet_at` proves nothing.)
+    fn quiet_seen(&self) -> bool {
+        self.prev >= self.quiet_at()
+    }
 }
 
 /// `now - tcpi_last_data_recv`, saturating at process start-up instants.
@@ -454,6 +461,22 @@ mod tests {
         // The arrival moved to 10 ms before this sample: data.
         t.observe(t0 + ms(200), &[old(10)]);
         assert_eq!(t.last_byte, Some(t0 + ms(190) + JIFFY));
+    }
+
+    #[test]
+    fn only_a_sample_confirms_the_quiet_period() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(t0, Q, &[]);
+        assert!(!t.quiet_seen());
+        t.observe(t0 + ms(900), &[]);
+        assert!(!t.quiet_seen());
+        t.observe(t0 + Q, &[]);
+        assert!(t.quiet_seen());
+        // Traffic seen by that same sample postpones the end.
+        let mut t = Tracker::new(t0, Q, &[]);
+        t.observe(t0 + Q, &[conn(1, 10, 0)]);
+        assert!(!t.quiet_seen());
+        assert_eq!(t.quiet_at(), t0 + Q + Q);
     }
 
     #[test]
