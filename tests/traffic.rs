@@ -118,7 +118,7 @@ fn requests_until(p: &mut Proc, conn: &mut KeepAlive, until: u64) -> u64 {
     while mono_ns() < until {
         match conn.request() {
             Ok(at) => last = at,
-            Err(e) => p.fail(format!("request at +{} failed: {e}", secs(mono_ns().saturating_sub(until)))),
+            Err(e) => p.fail(format!("a request {} before the client's end failed: {e}", secs(until.saturating_sub(mono_ns())))),
         }
         std::thread::sleep(EVERY); // the load pattern
     }
@@ -130,7 +130,10 @@ fn requests_until(p: &mut Proc, conn: &mut KeepAlive, until: u64) -> u64 {
 fn expect_term_after(p: &mut Proc, last: u64, quiet: u64, what: &str) -> u64 {
     let term = p.expect_signal(SIGTERM).mono();
     eprintln!("TERM {} after {what} (quiet period {})", secs(term.saturating_sub(last)), secs(quiet));
-    p.check(term >= last + quiet, format!("TERM came {} after {what}: less than the quiet period {}", secs(term.saturating_sub(last)), secs(quiet)));
+    p.check(
+        term >= last + quiet,
+        format!("TERM came {} after {what}: less than the quiet period {}", secs(term.saturating_sub(last)), secs(quiet)),
+    );
     p.check(
         term <= last + quiet + SLACK,
         format!("TERM came {} after {what}: more than the quiet period {} (+{})", secs(term - last), secs(quiet), secs(SLACK)),
