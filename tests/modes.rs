@@ -541,3 +541,86 @@ mod sidecar {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The k8s strategy in the hook and sidecar modes
+// ---------------------------------------------------------------------------
+
+/// Every strategy works in every mode: the EndpointSlice wait of the k8s
+/// strategy through `lastcall drain` (no PID 1) and through the sidecar's
+/// `GET /drain`, against the API server double (tests/k8s/apiserver.py).
+/// The scenario of tests/k8s.rs: pod web-1 in Service web is deleted and
+/// its endpoint flips to terminating 1.5 s later; the drain must end no
+/// earlier than the flip plus the 1 s propagation delay, and long before
+/// the 20 s fallback delay.
+#[cfg(all(feature = "k8s", feature = "sidecar"))]
+mod k8s {
+    use super::*;
+    use support::apiserver::{ApiServer, Flip};
+
+    /// The drain may last 27 s; the fallback (20 s) would be obvious.
+    const OBSERVE: [&str; 10] =
+        ["--grace-period", "30s", "--kill-margin", "1s", "--stop-budget", "2s", "--drain-delay", "20s", "--propagation-delay", "1s"];
+    const FLIP_MS: u64 = 1500;
+
+    fn cluster() -> ApiServer {
+        let api = ApiServer::start();
+        api.add_pod("web-1", "10.0.0.5", 30);
+        api.add_service("web", 1, false, "IPv4");
+        api.add_endpoint("web", 0, "web-1");
+        api
+    }
+
+    /// `lastcall MODE_ARGS --drain k8s ...` the in-cluster way, as pod web-1.
+    fn run(api: &ApiServer, mode_args: &[&str]) -> Run {
+        let mut args: Vec<String> = mode_args.iter().map(|s| s.to_string()).collect();
+        args.extend(["--drain", "k8s", "--k8s-token-file"].map(String::from));
+        args.push(api.token_path().to_str().expect("UTF-8 path").to_string());
+        args.push("--k8s-ca-file".into());
+        args.push(api.ca_path().to_str().expect("UTF-8 path").to_string());
+        args.extend(OBSERVE.map(String::from));
+        let mut run = Run::new(Mode::Subreaper).raw(args).env("POD_NAME", "web-1").env("POD_IP", "10.0.0.5");
+        for (k, v) in api.env() {
+            run = run.env(&k, &v);
+        }
+        run
+    }
+
+    #[track_caller]
+    fn check_ended(p: &mut Proc, deleted: u64, ended: u64) {
+        let earliest = deleted + FLIP_MS * MS + SEC;
+        p.check(ended >= earliest, format!("the drain ended {} before flip + propagation", secs(earliest.saturating_sub(ended))));
+        p.check(ended - deleted < 10 * SEC, format!("the drain ended {} after the deletion: the fallback, not the endpoint", secs(ended - deleted)));
+    }
+
+    /// `lastcall drain` as the hook of an image without lastcall PID 1.
+    #[test]
+    fn drain_hook_waits_for_the_endpoint() {
+        let api = cluster();
+        let deleted = mono_ns();
+        api.delete_pod("web-1", None, Flip::AfterMs(FLIP_MS));
+        // The kubelet runs the hook after the deletion.
+        let mut p = run(&api, &["drain", "--control-socket", "off"]).spawn();
+        let done = p.expect_exit_code(0);
+        check_ended(&mut p, deleted, done);
+        let err = p.stderr();
+        p.check(err.contains("endpoint out of service"), "the drain did not observe the endpoint");
+    }
+
+    /// The sidecar's `/drain` for the app's `preStop: httpGet`.
+    #[test]
+    fn sidecar_drain_waits_for_the_endpoint() {
+        let api = cluster();
+        let mut p = run(&api, &["sidecar", "--listen", "127.0.0.1:0"]).spawn();
+        let line = wait_stderr(&mut p, "listening for GET /drain");
+        let addr = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).unwrap_or_default().to_string();
+        let deleted = mono_ns();
+        api.delete_pod("web-1", None, Flip::AfterMs(FLIP_MS));
+        let a = sidecar::request(&addr, "GET", "/drain");
+        p.check(a.status == 200, format!("/drain: {} {:?}", a.status, a.body));
+        p.check(a.body.contains("k8s"), format!("/drain body {:?} does not name the strategy", a.body));
+        check_ended(&mut p, deleted, a.at);
+        p.signal(SIGTERM);
+        p.expect_exit_code(0);
+    }
+}

@@ -30,7 +30,8 @@
 //!
 //! Exit status: the helper's (as for `lastcall -- CMD`); without a helper 0
 //! after SIGTERM/SIGINT/the stop signal; 2 for usage errors; 125 when the
-//! address cannot be bound or the signal handlers cannot be set.
+//! address cannot be bound or the signal handlers cannot be set; 78 when
+//! `--strict` and a drain strategy cannot work here.
 
 /// How long after its stop signal a sidecar that has seen no `/drain` yet
 /// keeps listening for one. The kubelet starts the app's preStop hook and
@@ -91,6 +92,16 @@ mod imp {
             info!(addr = %local, "listening for GET /drain and GET /healthz");
             if shutdown.drain.strategies.is_empty() {
                 warn!("no drain strategy is set (--drain, --drain-delay): GET /drain answers at once");
+            } else if shutdown.drain.k8s.strict {
+                // As the PID 1 does: fail before the first rollout, not during it.
+                crate::drain::preflight(&shutdown.drain).map_err(Failure::Preflight)?;
+            } else {
+                let cfg = shutdown.drain.clone();
+                let _ = std::thread::Builder::new().name("preflight".into()).stack_size(512 * 1024).spawn(move || {
+                    if let Err(problem) = crate::drain::preflight(&cfg) {
+                        warn!("{problem}");
+                    }
+                });
             }
             let server_hub = Arc::clone(&hub);
             std::thread::Builder::new()
@@ -253,31 +264,33 @@ impl Hub {
     /// Join the drain, starting it when none ran yet, and wait until it is
     /// over. `Ok(why it ended)`, or `Err` if it is still running at the end
     /// of its own plan (only possible if the drain thread died).
-    pub(crate) fn drain(&self) -> Result<String, String> {
+    pub(crate) fn drain(self: &std::sync::Arc<Self>) -> Result<String, String> {
         use std::time::Instant;
         let mut st = self.lock();
-        match st.drain.clone() {
-            DrainState::Done(why) => return Ok(why),
-            DrainState::Running { .. } => {}
-            DrainState::Idle => {
-                let start = Instant::now();
-                let plan = self.budget.plan(start);
-                st.drain = DrainState::Running { kill_at: plan.kill_at };
-                self.changed.notify_all();
-                drop(st);
-                tracing::info!(
-                    drain_max_ms = (plan.drain_until - start).as_millis(),
-                    kill_in_ms = (plan.kill_at - start).as_millis(),
-                    "GET /drain: draining"
-                );
-                let why = crate::drain::run(&self.drain, start, plan.drain_until, None, std::sync::Arc::new(crate::drain::NoNotify));
-                let text = format!("{why} (after {}ms)", start.elapsed().as_millis());
-                tracing::info!(t_ms = start.elapsed().as_millis(), reason = %why, "drain ended: answering /drain");
-                let mut st = self.lock();
-                st.drain = DrainState::Done(text.clone());
-                self.changed.notify_all();
-                return Ok(text);
+        if matches!(st.drain, DrainState::Idle) {
+            let start = Instant::now();
+            let plan = self.budget.plan(start);
+            st.drain = DrainState::Running { kill_at: plan.kill_at };
+            self.changed.notify_all();
+            drop(st);
+            tracing::info!(
+                drain_max_ms = (plan.drain_until - start).as_millis(),
+                kill_in_ms = (plan.kill_at - start).as_millis(),
+                "GET /drain: draining"
+            );
+            // Its own thread with the supervisor's drain-thread stack: the
+            // strategies (TLS to the API server, netlink) need more stack than
+            // a connection thread has.
+            let hub = std::sync::Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name("drain".into())
+                .stack_size(512 * 1024)
+                .spawn(move || hub.run_drain(start, plan.drain_until));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the drain thread: answering /drain without a drain");
+                self.finish(start, format!("no drain thread: {e}"));
             }
+            st = self.lock();
         }
         loop {
             let kill_at = match &st.drain {
@@ -291,6 +304,18 @@ impl Hub {
             }
             st = self.changed.wait_timeout(st, kill_at - now).unwrap_or_else(std::sync::PoisonError::into_inner).0;
         }
+    }
+
+    fn run_drain(&self, start: std::time::Instant, until: std::time::Instant) {
+        let why = crate::drain::run(&self.drain, start, until, None, std::sync::Arc::new(crate::drain::NoNotify));
+        self.finish(start, why);
+    }
+
+    fn finish(&self, start: std::time::Instant, why: String) {
+        tracing::info!(t_ms = start.elapsed().as_millis(), reason = %why, "drain ended: answering /drain");
+        let mut st = self.lock();
+        st.drain = DrainState::Done(format!("{why} (after {}ms)", start.elapsed().as_millis()));
+        self.changed.notify_all();
     }
 
     /// Before exiting: wait until every `/drain` request has its answer. A
@@ -429,7 +454,7 @@ mod http {
         }
     }
 
-    fn handle(mut stream: TcpStream, hub: &Hub) {
+    fn handle(mut stream: TcpStream, hub: &Arc<Hub>) {
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let (method, path) = match read_head(&mut stream) {
             Ok(Some(head)) => head,
