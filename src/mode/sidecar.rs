@@ -38,6 +38,7 @@
 /// the sidecar's SIGTERM at the same moment (one goroutine per container in
 /// `killContainersWithSyncResult`), so the request may trail the signal by
 /// a few milliseconds on a busy node; 2 s covers that with room to spare.
+#[cfg(feature = "sidecar")]
 pub const LATE_REQUEST_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[cfg(not(feature = "sidecar"))]
