@@ -73,9 +73,18 @@ const JIFFY: Duration = Duration::from_millis(10);
 /// Consecutive failed samples after which the strategy gives up.
 const MAX_FAILURES: u32 = 3;
 
+/// When the bound is the supervisor's own drain deadline, the strategy
+/// gives up this much earlier, so that its summary (what it saw, in the
+/// "never went quiet" warning) reaches the log before the supervisor ends
+/// the drain by itself and the app, stopping, takes lastcall down with it.
+const REPORT_MARGIN: Duration = Duration::from_millis(20);
+
 pub fn wait(ctx: &Ctx) -> Outcome {
     let begin = Instant::now();
-    let bound = ctx.bounded_until();
+    let bound = match ctx.bounded_until() {
+        b if b >= ctx.until => ctx.until.checked_sub(REPORT_MARGIN).unwrap_or(ctx.until),
+        b => b,
+    };
     let quiet = ctx.cfg.quiet_period;
     let interval = sample_interval(quiet);
     if begin >= bound {
