@@ -16,7 +16,7 @@
 //!
 //! Layout: `client` (HTTPS, auth, timeouts), `slices` (decoding and the
 //! pure "gone" evaluation), `identity` (pod name, namespace, IPs),
-//! `rfc3339` (timestamps).
+//! `rfc3339` (timestamps), `tls` (the cut-down rustls crypto provider).
 
 mod client;
 mod identity;
@@ -24,6 +24,7 @@ mod identity;
 mod proptests;
 mod rfc3339;
 mod slices;
+mod tls;
 
 use std::time::{Duration, Instant, SystemTime};
 
