@@ -52,7 +52,7 @@ static void guard(unsigned seconds)
 struct spawn_opts {
     const char *cgroup_procs; /* if set, the child joins this cgroup before exec */
     int devnull_stdio;        /* stdin/stdout/stderr to /dev/null */
-    int stderr_fd;            /* if >= 0, dup'ed onto stderr of the child */
+    int stderr_fd;            /* if >= 0, dup'ed onto stdout and stderr of the child */
 };
 
 /* clone() into new PID + mount namespaces; the child becomes PID 1 there and
@@ -84,8 +84,10 @@ static pid_t spawn_pid1(char *const argv[], const struct spawn_opts *o)
         if (fd > 2)
             close(fd);
     }
-    if (o && o->stderr_fd >= 0)
+    if (o && o->stderr_fd >= 0) {
+        dup2(o->stderr_fd, 1);
         dup2(o->stderr_fd, 2);
+    }
     /* alarm() timers are not inherited across fork/clone, nothing to reset. */
     execv(argv[0], argv);
     _exit(errno == ENOENT ? 127 : 126);
@@ -103,3 +105,62 @@ static int reap(pid_t pid)
             return -1;
     }
 }
+
+#ifdef WANT_LOG_DRAIN
+/* The init's stdout/stderr as a container runtime's log shim sees them: a
+ * pipe that a lean reader drains at once. The reader is a thread of the
+ * driver that keeps the first 8 KiB in memory (printed to the driver's
+ * stderr at the end, by log_drain_end) so that neither the harness nor a
+ * terminal sits in the measured path. */
+#include <pthread.h>
+static struct {
+    int rfd;
+    pthread_t th;
+    char buf[8192];
+    size_t len, total;
+} drain;
+
+static void *drain_main(void *arg)
+{
+    (void)arg;
+    char tmp[4096];
+    ssize_t k;
+    while ((k = read(drain.rfd, tmp, sizeof tmp)) != 0) {
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        size_t room = sizeof drain.buf - drain.len;
+        size_t n = (size_t)k < room ? (size_t)k : room;
+        memcpy(drain.buf + drain.len, tmp, n);
+        drain.len += n;
+        drain.total += (size_t)k;
+    }
+    return NULL;
+}
+
+/* Returns the write end, to give to spawn_opts.stderr_fd (and close after spawning). */
+static int log_drain_start(void)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0)
+        die("pipe");
+    drain.rfd = p[0];
+    if (pthread_create(&drain.th, NULL, drain_main, NULL) != 0)
+        die("pthread_create");
+    return p[1];
+}
+
+/* Call once every writer is gone (the init reaped): waits for EOF, prints what was kept. */
+static void log_drain_end(void)
+{
+    pthread_join(drain.th, NULL);
+    close(drain.rfd);
+    if (drain.len) {
+        fwrite(drain.buf, 1, drain.len, stderr);
+        if (drain.total > drain.len)
+            fprintf(stderr, "[... %zu more bytes]\n", drain.total - drain.len);
+    }
+}
+#endif

@@ -2,7 +2,8 @@
  *
  * Reaping a burst of N orphans. Starts INIT as PID 1 of fresh namespaces
  * (common.h) with `orphans` as its child ("@OUT@"/"@IN@" are replaced by the
- * FIFO paths). With -C (a pids-controller cgroup hierarchy such as
+ * FIFO paths; its stdout/stderr go to a pipe drained by a thread, like a
+ * runtime's log shim). With -C (a pids-controller cgroup hierarchy such as
  * /sys/fs/cgroup/pids) the init is put in a new cgroup there and the number
  * of its tasks is read from pids.current, which counts zombies until they are
  * reaped; without it, the children listed in /proc/INIT/task/ * /children are
@@ -16,6 +17,7 @@
  *   CPU   <ns the init ran meanwhile: sum of /proc/INIT/task/ * /schedstat>
  *   TICKS <utime+stime delta from /proc/INIT/stat, in ns (10 ms resolution)>
  */
+#define WANT_LOG_DRAIN
 #include "common.h"
 #include <dirent.h>
 #include <poll.h>
@@ -177,7 +179,7 @@ int main(int argc, char **argv)
         die("open fifo");
 
     char cgdir[400] = "", procs[480] = "";
-    struct spawn_opts o = {.stderr_fd = -1};
+    struct spawn_opts o = {.stderr_fd = log_drain_start()};
     if (cgroot) {
         snprintf(cgdir, sizeof cgdir, "%s/lastcall-bench-%d", cgroot, (int)getpid());
         if (mkdir(cgdir, 0755) != 0)
@@ -189,6 +191,7 @@ int main(int argc, char **argv)
     init_pid = spawn_pid1(&argv[i], &o);
     if (init_pid < 0)
         die("clone");
+    close(o.stderr_fd);
 
     int rc = 0;
     struct rec r, a, b;
@@ -236,5 +239,6 @@ out:
     }
     unlink(outp);
     unlink(inp);
+    log_drain_end();
     return rc;
 }

@@ -10,8 +10,11 @@
  * the init to exit. Output lines: "USR1 <ns>" ..., "TERM <ns>",
  * "EXIT <ns from TERM sent to init reaped> <wait status>".
  * Works the same without an init (CMD = sigchild itself as PID 1).
+ * The init's stdout/stderr go to a pipe drained by a thread (see
+ * log_drain_start in common.h), like a runtime's log shim.
  * -c CPU pins the driver, and so the init and its child, to one CPU: then no
  * wake-up has to cross CPUs and what is left is the init's own work. */
+#define WANT_LOG_DRAIN
 #include "common.h"
 #include <poll.h>
 #include <sys/stat.h>
@@ -85,10 +88,11 @@ int main(int argc, char **argv)
     int fd = open(fifo, O_RDWR | O_CLOEXEC); /* never blocks, never EOF */
     if (fd < 0)
         die("open fifo");
-    struct spawn_opts o = {.stderr_fd = -1};
+    struct spawn_opts o = {.stderr_fd = log_drain_start()};
     pid_t pid = spawn_pid1(&argv[i], &o);
     if (pid < 0)
         die("clone");
+    close(o.stderr_fd);
     struct rec r;
     int rc = 0;
     if (read_rec(fd, &r, 10000) != 0 || r.sig != 0) {
@@ -140,5 +144,6 @@ out:
     }
     close(fd);
     unlink(fifo);
+    log_drain_end();
     return rc;
 }
