@@ -94,8 +94,10 @@ pub enum ClientError {
     Protocol { path: String, answer: String },
 }
 
-/// Ask the lastcall listening on `path` to drain, and wait for its answer.
-pub fn request_drain(path: &Path) -> Result<Reply, ClientError> {
+/// Ask the lastcall listening on `path` to drain, and wait for its answer,
+/// at most `timeout` (a PID 1 that never answers must not hold the preStop
+/// hook past the grace period).
+pub fn request_drain(path: &Path, timeout: Duration) -> Result<Reply, ClientError> {
     let p = path.display().to_string();
     let io_err = |source| ClientError::Io { path: p.clone(), source };
     let mut conn = match UnixStream::connect(path) {
@@ -105,6 +107,7 @@ pub fn request_drain(path: &Path) -> Result<Reply, ClientError> {
         }
         Err(e) => return Err(io_err(e)),
     };
+    conn.set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).map_err(io_err)?;
     conn.write_all(b"drain\n").map_err(io_err)?;
     let mut answer = String::new();
     BufReader::new(conn).read_line(&mut answer).map_err(io_err)?;

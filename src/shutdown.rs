@@ -120,6 +120,11 @@ impl Shutdown {
         self.plan.is_some()
     }
 
+    /// Milliseconds until the planned SIGKILL (0 before the shutdown began).
+    pub fn kill_in_ms(&self, now: Instant) -> u128 {
+        self.plan.map_or(0, |p| p.kill_at.saturating_duration_since(now).as_millis())
+    }
+
     /// Milliseconds since the shutdown began (0 before it began).
     pub fn elapsed_ms(&self, now: Instant) -> u128 {
         ms(self.plan, now)
@@ -139,7 +144,7 @@ impl Shutdown {
                 } else {
                     info!(t_ms, "second stop signal: skipping the rest of the drain");
                 }
-                self.stop(now)
+                self.stop()
             }
             (P::Draining { requested }, E::DrainDone(why)) => self.drain_over(now, requested, &why, false),
             (P::Draining { requested }, E::Tick) if self.plan.is_some_and(|p| now >= p.drain_until) => {
@@ -149,7 +154,7 @@ impl Shutdown {
 
             (P::Drained, E::StopSignal) => {
                 info!(t_ms = ms(self.plan, now), "stop signal after the preStop drain: no second wait");
-                self.stop(now)
+                self.stop()
             }
             (P::Drained | P::Stopping, E::DrainRequest) => vec![Action::DrainFinished],
             (P::Stopping, E::StopSignal) => {
@@ -220,13 +225,15 @@ impl Shutdown {
         let kill_ms = (plan.kill_at - now).as_millis();
         let what = if requested { "preStop drain requested" } else { "stop signal received" };
         if !self.settings.drain {
+            if !requested {
+                // Nothing to wait for: forward at once and log afterwards
+                // (the supervisor's "stop signal sent" line), so no log
+                // formatting delays the signal.
+                return self.stop();
+            }
             info!(drain = "none", kill_in_ms = kill_ms, "{what}");
-            return if requested {
-                self.phase = Phase::Drained;
-                vec![Action::DrainFinished]
-            } else {
-                self.stop(now)
-            };
+            self.phase = Phase::Drained;
+            return vec![Action::DrainFinished];
         }
         if plan.drain_until <= now {
             warn!(kill_in_ms = kill_ms, "{what}, but the grace period leaves no time to drain (see --stop-budget)");
@@ -248,15 +255,14 @@ impl Shutdown {
             self.phase = Phase::Drained;
             vec![Action::DrainFinished]
         } else {
-            self.stop(now)
+            self.stop()
         }
     }
 
-    fn stop(&mut self, now: Instant) -> Vec<Action> {
+    /// STOP: the supervisor sends the signal first, then logs it.
+    fn stop(&mut self) -> Vec<Action> {
         self.phase = Phase::Stopping;
-        let kill_in_ms = self.plan.map_or(0, |p| p.kill_at.saturating_duration_since(now).as_millis());
-        info!(t_ms = ms(self.plan, now), kill_in_ms, "stopping the app");
-        vec![Action::DrainFinished, Action::Stop]
+        vec![Action::Stop, Action::DrainFinished]
     }
 
     fn child_exited(&mut self, phase: Phase, exit: ChildExit, now: Instant) -> Vec<Action> {
@@ -310,7 +316,7 @@ mod tests {
     fn no_drain_stops_at_once_then_kills_at_deadline() {
         let t0 = Instant::now();
         let mut m = machine(false, false);
-        assert_eq!(m.step(Event::StopSignal, t0), vec![Action::DrainFinished, Action::Stop]);
+        assert_eq!(m.step(Event::StopSignal, t0), vec![Action::Stop, Action::DrainFinished]);
         assert_eq!(m.next_wakeup(), Some(t0 + s(28)));
         assert_eq!(m.step(Event::Tick, t0 + s(27)), vec![]);
         assert_eq!(m.step(Event::Tick, t0 + s(28)), vec![Action::KillAll]);
@@ -325,7 +331,7 @@ mod tests {
         let mut m = machine(true, false);
         assert_eq!(m.step(Event::StopSignal, t0), vec![Action::StartDrain { until: t0 + s(23) }]);
         assert_eq!(m.next_wakeup(), Some(t0 + s(23)));
-        assert_eq!(m.step(Event::DrainDone("gone".into()), t0 + s(4)), vec![Action::DrainFinished, Action::Stop]);
+        assert_eq!(m.step(Event::DrainDone("gone".into()), t0 + s(4)), vec![Action::Stop, Action::DrainFinished]);
         assert_eq!(m.phase(), Phase::Stopping);
     }
 
@@ -335,7 +341,7 @@ mod tests {
         let mut m = machine(true, false);
         m.step(Event::StopSignal, t0);
         assert_eq!(m.step(Event::Tick, t0 + s(22)), vec![]);
-        assert_eq!(m.step(Event::Tick, t0 + s(23)), vec![Action::DrainFinished, Action::Stop]);
+        assert_eq!(m.step(Event::Tick, t0 + s(23)), vec![Action::Stop, Action::DrainFinished]);
         // A late DrainDone changes nothing.
         assert_eq!(m.step(Event::DrainDone("late".into()), t0 + s(24)), vec![]);
     }
@@ -345,7 +351,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m = machine(true, false);
         m.step(Event::StopSignal, t0);
-        assert_eq!(m.step(Event::StopSignal, t0 + s(1)), vec![Action::DrainFinished, Action::Stop]);
+        assert_eq!(m.step(Event::StopSignal, t0 + s(1)), vec![Action::Stop, Action::DrainFinished]);
         assert_eq!(m.step(Event::StopSignal, t0 + s(2)), vec![Action::Stop]);
     }
 
@@ -402,7 +408,7 @@ mod tests {
         assert_eq!(m.phase(), Phase::Drained);
         assert_eq!(m.step(Event::DrainRequest, t0 + s(6)), vec![Action::DrainFinished]);
         // The kubelet's SIGTERM follows: no second wait, and the deadline still counts from t0.
-        assert_eq!(m.step(Event::StopSignal, t0 + s(6)), vec![Action::DrainFinished, Action::Stop]);
+        assert_eq!(m.step(Event::StopSignal, t0 + s(6)), vec![Action::Stop, Action::DrainFinished]);
         assert_eq!(m.next_wakeup(), Some(t0 + s(28)));
     }
 
@@ -429,7 +435,7 @@ mod tests {
         m.step(Event::StopSignal, t0);
         m.step(Event::HardDeadline(t0 + s(10)), t0 + s(1));
         assert_eq!(m.next_wakeup(), Some(t0 + s(3)));
-        assert_eq!(m.step(Event::Tick, t0 + s(3)), vec![Action::DrainFinished, Action::Stop]);
+        assert_eq!(m.step(Event::Tick, t0 + s(3)), vec![Action::Stop, Action::DrainFinished]);
         assert_eq!(m.next_wakeup(), Some(t0 + s(8)));
     }
 
@@ -443,6 +449,6 @@ mod tests {
             leftover_timeout: s(2),
             wait_descendants: false,
         });
-        assert_eq!(m.step(Event::StopSignal, t0), vec![Action::DrainFinished, Action::Stop]);
+        assert_eq!(m.step(Event::StopSignal, t0), vec![Action::Stop, Action::DrainFinished]);
     }
 }

@@ -15,6 +15,7 @@ use nix::sys::signal::Signal as NixSignal;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Signal(pub i32);
 
+#[cfg(test)]
 pub const SIGTERM: Signal = Signal(libc::SIGTERM);
 pub const SIGKILL: Signal = Signal(libc::SIGKILL);
 pub const SIGCHLD: Signal = Signal(libc::SIGCHLD);

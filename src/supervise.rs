@@ -293,12 +293,14 @@ impl Supervisor<'_> {
             Action::AppExited => self.answer(Reply::Exited),
             Action::Stop => {
                 let sig = self.shutdown.stop_signal;
+                let kill_in_ms = self.machine.kill_in_ms(now);
                 match self.init.rewrites.apply(sig) {
                     None => warn!(t_ms, signal = %sig, "the stop signal is dropped by --rewrite: the app gets nothing"),
                     Some(to) => {
+                        let sent = child::signal(self.child, to, self.init.process_group);
                         let target = if self.init.process_group { "process group" } else { "process" };
-                        match child::signal(self.child, to, self.init.process_group) {
-                            Ok(()) => info!(t_ms, signal = %to, pid = self.child.pid.as_raw(), target, "stop signal sent"),
+                        match sent {
+                            Ok(()) => info!(t_ms, signal = %to, pid = self.child.pid.as_raw(), target, kill_in_ms, "stop signal sent to the app"),
                             Err(e) => warn!(t_ms, signal = %to, error = %e, "could not send the stop signal"),
                         }
                     }
@@ -312,9 +314,11 @@ impl Supervisor<'_> {
                 }
             }
             Action::KillAll => {
-                let left = leftovers(self.is_pid1);
                 child::kill_group(self.child);
                 reaper::signal_all(SIGKILL, self.is_pid1, self.child.pid);
+                // Listed after the kill (the dead stay in /proc until reaped),
+                // so no /proc walk delays it.
+                let left = leftovers(self.is_pid1);
                 warn!(t_ms, count = left.len(), processes = %left.join(" "), "SIGKILL sent");
             }
             Action::Exit(_) => {} // handled by the loop, which owns the return

@@ -21,7 +21,7 @@ use crate::drain;
 pub fn run(cfg: &ShutdownConfig) -> i32 {
     let start = Instant::now();
     if let Some(path) = cfg.control_socket.as_deref() {
-        match control::request_drain(path) {
+        match control::request_drain(path, cfg.budget.grace) {
             Ok(Reply::Done) => {
                 info!(t_ms = start.elapsed().as_millis(), "drain done by the lastcall PID 1");
                 return 0;
