@@ -200,7 +200,7 @@ impl Drain<'_> {
                     self.me.name, self.id.name_from, self.me.namespace
                 ))
             }
-            Err(e) => return Err(format!("cannot get pod {}/{}: {e}", self.me.namespace, self.me.name)),
+            Err(e) => return Err(explain(&e, &format!("cannot get pod {}/{}", self.me.namespace, self.me.name), &self.client)),
         };
         let pod = decode_pod(&body)?;
         if !pod.uid.is_empty() {
@@ -508,12 +508,19 @@ fn explain_list(e: &ApiError, namespace: &str, client: &Client) -> String {
         ApiError::Status { code: 403, .. } => {
             format!("{head}: 403 Forbidden — grant list/watch on endpointslices.discovery.k8s.io (see deploy/rbac.yaml)")
         }
+        _ => explain(e, &head, client),
+    }
+}
+
+/// A failed request as one line: `head`, then what went wrong.
+fn explain(e: &ApiError, head: &str, client: &Client) -> String {
+    match e {
         ApiError::Status { code: 401, .. } => format!(
             "{head}: 401 Unauthorized — the API server rejected the token in {}",
             client.token_file().display()
         ),
         ApiError::Status { .. } | ApiError::Decode(_) => format!("{head}: {e}"),
-        ApiError::Transport(t) => format!("{head}: API server {} unreachable: {t}", client.base()),
+        ApiError::Transport(t) => format!("{head}: {}: {t}", client.base()),
         ApiError::Setup(s) => s.clone(),
     }
 }
