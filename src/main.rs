@@ -10,6 +10,7 @@ mod deadline;
 mod drain;
 mod exit_status;
 mod logging;
+mod memory;
 mod mode;
 mod reaper;
 mod shutdown;

@@ -140,6 +140,7 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
     }
     // Like catatonit: hold no directory, so no mount stays pinned by PID 1.
     let _ = std::env::set_current_dir("/");
+    crate::memory::release_startup_pages();
 
     let mut sup = Supervisor {
         init,
