@@ -4,7 +4,59 @@
 //! Every option can also come from `LASTCALL_<NAME>`; a flag on the command
 //! line wins over the environment (clap's `env` semantics).
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
+
+/// What the command line asked for, whichever mode it names.
+#[derive(Debug)]
+pub struct Cli {
+    /// None: the PID 1 entrypoint.
+    pub mode: Option<Mode>,
+    pub init: InitArgs,
+    pub common: CommonArgs,
+    pub command: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum Mode {
+    Drain { common: CommonArgs },
+    Sidecar { init: InitArgs, common: CommonArgs, sidecar: SidecarArgs, command: Vec<String> },
+}
+
+impl Cli {
+    pub fn try_parse() -> Result<Cli, clap::Error> {
+        Self::try_parse_from(std::env::args_os())
+    }
+
+    /// Each mode has its own parser, picked by the first argument, so a
+    /// start builds only the one clap command it needs: building all three
+    /// (each with the ~25 shared options) was most of lastcall's start-up.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        match args.get(1).and_then(|a| a.to_str()) {
+            Some("drain") => {
+                let d = DrainCli::try_parse_from(&args[1..])?;
+                Ok(Cli { mode: Some(Mode::Drain { common: d.common }), init: InitArgs::default(), common: CommonArgs::default(), command: vec![] })
+            }
+            Some("sidecar") => {
+                let s = SidecarCli::try_parse_from(&args[1..])?;
+                Ok(Cli {
+                    mode: Some(Mode::Sidecar { init: s.init, common: s.common, sidecar: s.sidecar, command: s.command }),
+                    init: InitArgs::default(),
+                    common: CommonArgs::default(),
+                    command: vec![],
+                })
+            }
+            _ => {
+                let i = InitCli::try_parse_from(args)?;
+                Ok(Cli { mode: None, init: i.init, common: i.common, command: i.command })
+            }
+        }
+    }
+}
 
 /// A PID 1 for containers that waits until the pod's endpoint is gone
 /// before it stops the app.
@@ -14,45 +66,43 @@ use clap::{Args, Parser, Subcommand};
     version,
     about,
     override_usage = "lastcall [OPTIONS] -- CMD [ARGS]...\n       lastcall drain [OPTIONS]\n       lastcall sidecar [OPTIONS] [-- CMD [ARGS]...]",
-    args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true,
-    after_help = "Exit status: the child's; 128+N if it died of signal N; 2 bad usage; \
-126 command not executable; 127 command not found; 125 lastcall failed before the child ran."
+    after_help = "Modes: `lastcall drain --help` (preStop hook), `lastcall sidecar --help` (beside the app).\n\
+Exit status: the child's; 128+N if it died of signal N; 2 bad usage; \
+126 command not executable; 127 command not found; 125 lastcall failed before the child ran; 78 --strict check failed."
 )]
-pub struct Cli {
-    #[command(subcommand)]
-    pub mode: Option<Mode>,
+struct InitCli {
+    #[command(flatten)]
+    init: InitArgs,
 
     #[command(flatten)]
-    pub init: InitArgs,
-
-    #[command(flatten)]
-    pub common: CommonArgs,
+    common: CommonArgs,
 
     /// The program to run and its arguments (put `--` before it).
     #[arg(trailing_var_arg = true, value_name = "CMD")]
-    pub command: Vec<String>,
+    command: Vec<String>,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum Mode {
-    /// preStop hook: drain now (through a lastcall PID 1 when one runs here), then exit 0.
-    Drain {
-        #[command(flatten)]
-        common: CommonArgs,
-    },
-    /// Run beside the app: serve GET /drain for preStop httpGet, optionally wrap a helper process.
-    Sidecar {
-        #[command(flatten)]
-        init: InitArgs,
-        #[command(flatten)]
-        common: CommonArgs,
-        #[command(flatten)]
-        sidecar: SidecarArgs,
-        /// Helper program to supervise (optional).
-        #[arg(trailing_var_arg = true, value_name = "CMD")]
-        command: Vec<String>,
-    },
+/// preStop hook: drain now (through a lastcall PID 1 when one runs here), then exit 0.
+#[derive(Debug, Parser)]
+#[command(name = "lastcall drain", bin_name = "lastcall drain", version)]
+struct DrainCli {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Run beside the app: serve GET /drain for preStop httpGet, optionally wrap a helper process.
+#[derive(Debug, Parser)]
+#[command(name = "lastcall sidecar", bin_name = "lastcall sidecar", version, override_usage = "lastcall sidecar [OPTIONS] [-- CMD [ARGS]...]")]
+struct SidecarCli {
+    #[command(flatten)]
+    init: InitArgs,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    sidecar: SidecarArgs,
+    /// Helper program to supervise (optional).
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
+    command: Vec<String>,
 }
 
 /// Options of a lastcall that supervises a child (entrypoint and sidecar).

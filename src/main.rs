@@ -17,8 +17,6 @@ mod shutdown;
 mod signals;
 mod supervise;
 
-use clap::Parser;
-
 use crate::config::{Config, Mode};
 
 /// Why lastcall could not run the app at all.

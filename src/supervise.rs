@@ -29,8 +29,6 @@ use std::time::Instant;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::getpid;
-use signal_hook::iterator::backend::SignalDelivery;
-use signal_hook::iterator::exfiltrator::SignalOnly;
 use tracing::{debug, error, info, warn};
 
 use crate::child::{self, Child};
@@ -95,9 +93,7 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
 
     // Handlers go in before the child starts, so no signal sent to lastcall
     // in between is lost; the child resets them to default before exec.
-    let (sig_read, sig_write) = UnixStream::pair().map_err(|e| Failure::Setup(format!("self-pipe: {e}")))?;
-    sig_read.set_nonblocking(true).map_err(|e| Failure::Setup(format!("self-pipe: {e}")))?;
-    let mut delivery = SignalDelivery::with_pipe(sig_read, sig_write, SignalOnly, signals::forwarded().chain([SIGCHLD.0]))
+    let signal_pipe = signals::SignalPipe::install(signals::forwarded().chain([SIGCHLD.0]))
         .map_err(|e| Failure::Setup(format!("signal handlers: {e}")))?;
 
     let (wake_read, wake_write) = UnixStream::pair().map_err(|e| Failure::Setup(format!("wake pipe: {e}")))?;
@@ -170,7 +166,7 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
         };
         {
             let mut fds = [
-                PollFd::new(delivery.get_read().as_fd(), PollFlags::POLLIN),
+                PollFd::new(signal_pipe.fd(), PollFlags::POLLIN),
                 PollFd::new(wake_read.as_fd(), PollFlags::POLLIN),
             ];
             let _ = poll(&mut fds, timeout); // EINTR is a wake-up like any other
@@ -178,8 +174,7 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
         let now = Instant::now();
         let mut events = Vec::new();
 
-        for sig in delivery.pending() {
-            let sig = Signal(sig);
+        for sig in signal_pipe.pending() {
             if sig == SIGCHLD {
                 continue; // reaping below runs on every wake-up anyway
             } else if sig == shutdown.stop_signal {
