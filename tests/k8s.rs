@@ -89,6 +89,15 @@ fn wait_log(p: &mut Proc, needle: &str) {
     }
 }
 
+/// Everything lastcall logged: waits for it to exit first (the app exits
+/// on TERM), since stderr is read by another thread than stdout and a
+/// snapshot taken when the app's TERM line arrives may lag behind.
+#[track_caller]
+fn full_log(p: &mut Proc) -> String {
+    p.wait();
+    p.stderr()
+}
+
 #[track_caller]
 fn wait_watch(p: &mut Proc, api: &ApiServer) {
     let open = api.wait_watches(1, GUARD);
@@ -178,10 +187,38 @@ fn no_deletion_timestamp_uses_fallback() {
     let sent = p.signal(SIGTERM);
     let got = p.expect_signal(SIGTERM).mono();
     check_term(&mut p, sent, got, sent + 3 * SEC, 10 * SEC);
-    let log = p.stderr_snapshot();
+    let log = full_log(&mut p);
     assert!(log.contains("is not being deleted") && log.contains("falling back to --drain-delay"), "{log}");
     let st = api.stats();
-    assert_eq!((st.count("list"), st.count("watch")), (0, 0), "{:?}", st.requests);
+    assert_eq!((st.count("get-pod"), st.count("list"), st.count("watch")), (1, 1, 0), "{:?}", st.requests);
+}
+
+/// The same restart of a pod in no Service (a worker): nothing to drain, so
+/// no fallback delay either.
+#[test]
+fn no_deletion_timestamp_in_no_service_forwards_at_once() {
+    let api = ApiServer::start();
+    api.add_pod("web-1", "10.0.0.5", 30);
+    let mut p = start(&api, &FAULT, &["signals"]);
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, sent, 2500 * MS);
+    assert!(full_log(&mut p).contains("pod is in no Service: nothing to drain"));
+}
+
+/// A restarted container whose endpoint is already not ready (readiness
+/// failed with liveness): out of service already, only the propagation
+/// delay, no fallback.
+#[test]
+fn no_deletion_timestamp_already_not_ready() {
+    let api = cluster();
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    api.set_pod_ready("web-1", false);
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, sent + PROPAGATION, 10 * SEC);
+    let log = full_log(&mut p);
+    assert!(!log.contains("falling back"), "{log}");
 }
 
 /// The pod's deletionTimestamp (grace 4 s) is sooner than --grace-period
@@ -336,7 +373,7 @@ fn fault_case(kind: &str, fault: &str, expect_in_log: &str) {
     let sent = p.signal(SIGTERM);
     let got = p.expect_signal(SIGTERM).mono();
     check_term(&mut p, sent, got, sent + 3 * SEC, 15 * SEC);
-    let log = p.stderr_snapshot();
+    let log = full_log(&mut p);
     let fallbacks = log.matches("falling back to --drain-delay").count();
     p.check(fallbacks == 1, format!("expected one fallback line, got {fallbacks}"));
     p.check(log.contains(expect_in_log), format!("the fallback line does not say {expect_in_log:?}"));
@@ -397,7 +434,7 @@ fn fault_api_unreachable() {
     let sent = p.signal(SIGTERM);
     let got = p.expect_signal(SIGTERM).mono();
     check_term(&mut p, sent, got, sent + 3 * SEC, 15 * SEC);
-    let log = p.stderr_snapshot();
+    let log = full_log(&mut p);
     assert!(log.contains("connection refused"), "{log}");
 }
 
@@ -411,7 +448,7 @@ fn fault_tls_wrong_ca() {
     let sent = p.signal(SIGTERM);
     let got = p.expect_signal(SIGTERM).mono();
     check_term(&mut p, sent, got, sent + 3 * SEC, 15 * SEC);
-    let log = p.stderr_snapshot();
+    let log = full_log(&mut p);
     assert!(log.contains("UnknownIssuer") || log.contains("certificate"), "{log}");
 }
 

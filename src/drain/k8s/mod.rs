@@ -120,6 +120,7 @@ pub fn wait(ctx: &Ctx) -> Outcome {
         selector: label_selector(&k.services),
         id,
         client,
+        not_deleted: false,
     };
     drain.run()
 }
@@ -131,6 +132,8 @@ struct Drain<'a> {
     client: Client,
     tracker: Tracker,
     selector: Option<String>,
+    /// The pod object was read and has no deletionTimestamp.
+    not_deleted: bool,
 }
 
 /// How one watch request ended.
@@ -175,6 +178,12 @@ impl Drain<'_> {
         if s.gone() {
             return self.finish(None);
         }
+        if self.not_deleted {
+            return Outcome::Fallback(format!(
+                "pod {} is not being deleted (no deletionTimestamp: a liveness-probe restart, a kubelet eviction or a node shutdown), so its endpoint will not flip by itself",
+                self.me.name
+            ));
+        }
         self.watch_loop()
     }
 
@@ -184,6 +193,8 @@ impl Drain<'_> {
     /// kubelet eviction or a node shutdown: the endpoint will not flip by
     /// itself (those do not set a deletionTimestamp).
     fn read_own_pod(&mut self) -> Result<(), String> {
+        // (Sets `not_deleted`: whether that is so is decided after the LIST,
+        // since a pod in no Service needs no drain whatever stopped it.)
         let path = pod_path(&self.id);
         let body = match self.call(|c, t| c.get(&path, &[], t)) {
             Ok(b) => b,
@@ -212,10 +223,8 @@ impl Drain<'_> {
             }
         }
         let Some(ts) = pod.deletion_timestamp.as_deref() else {
-            return Err(format!(
-                "pod {} is not being deleted (no deletionTimestamp: a liveness-probe restart, a kubelet eviction or a node shutdown), so its endpoint will not flip by itself",
-                self.me.name
-            ));
+            self.not_deleted = true;
+            return Ok(());
         };
         match rfc3339::parse(ts) {
             Some(at) => {
