@@ -8,6 +8,7 @@
 //! whose uid is neither ours nor root is refused (SO_PEERCRED).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -56,31 +57,70 @@ pub fn listen(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accept clients forever; each valid drain request is handed to `on_request`.
-pub fn serve(listener: UnixListener, on_request: impl Fn(UnixStream) + Send + 'static) {
-    let me = nix::unistd::getuid().as_raw();
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        match nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials) {
-            Ok(cred) if cred.uid() == me || cred.uid() == 0 => {}
-            Ok(cred) => {
-                warn!(uid = cred.uid(), "control socket: refused a client of another user");
+/// The server side, driven by the supervisor's poll loop (no thread):
+/// accepts clients and reads their one-line request without blocking.
+pub struct Server {
+    listener: UnixListener,
+    /// Connected clients whose request line is not complete yet.
+    pending: Vec<(UnixStream, Vec<u8>)>,
+}
+
+/// At most this many clients may be connected without a complete request.
+const MAX_PENDING: usize = 32;
+
+impl Server {
+    pub fn new(listener: UnixListener) -> Server {
+        let _ = listener.set_nonblocking(true);
+        Server { listener, pending: Vec::new() }
+    }
+
+    /// Descriptors to poll for readability.
+    pub fn fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        std::iter::once(self.listener.as_fd()).chain(self.pending.iter().map(|(c, _)| c.as_fd()))
+    }
+
+    /// Accept new clients and read what pending ones sent; returns the
+    /// clients that asked to drain (each waits for a `Reply`).
+    pub fn service(&mut self) -> Vec<UnixStream> {
+        let me = nix::unistd::getuid().as_raw();
+        while let Ok((conn, _)) = self.listener.accept() {
+            match nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials) {
+                Ok(cred) if cred.uid() == me || cred.uid() == 0 => {}
+                Ok(cred) => {
+                    warn!(uid = cred.uid(), "control socket: refused a client of another user");
+                    continue;
+                }
+                Err(e) => {
+                    debug!(error = %e, "control socket: no peer credentials");
+                    continue;
+                }
+            }
+            if self.pending.len() >= MAX_PENDING || conn.set_nonblocking(true).is_err() {
                 continue;
             }
-            Err(e) => {
-                debug!(error = %e, "control socket: no peer credentials");
-                continue;
+            self.pending.push((conn, Vec::new()));
+        }
+        let mut requests = Vec::new();
+        for (mut conn, mut line) in std::mem::take(&mut self.pending) {
+            let mut buf = [0u8; 64];
+            match conn.read(&mut buf) {
+                Ok(0) => continue, // gone before asking
+                Ok(n) => line.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => continue,
+            }
+            match line.iter().position(|&b| b == b'\n') {
+                Some(end) if line[..end].trim_ascii() == b"drain" => requests.push(conn),
+                Some(_) => {
+                    let _ = conn.write_all(b"error: unknown request (expected \"drain\")\n");
+                }
+                None if line.len() < 64 => self.pending.push((conn, line)),
+                None => {
+                    let _ = conn.write_all(b"error: request too long\n");
+                }
             }
         }
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut line = String::new();
-        let ok = BufReader::new((&mut conn).take(64)).read_line(&mut line).is_ok();
-        if ok && line.trim() == "drain" {
-            let _ = conn.set_read_timeout(None);
-            on_request(conn);
-        } else {
-            let _ = conn.write_all(b"error: unknown request (expected \"drain\")\n");
-        }
+        requests
     }
 }
 

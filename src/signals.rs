@@ -127,84 +127,79 @@ impl Rewrites {
 #[error("invalid rewrite {0:?}: expected FROM:TO, e.g. TERM:QUIT or HUP:0")]
 pub struct BadRewrite(pub String);
 
-/// The signal source of the supervisor: a handler on every forwarded
-/// signal that records which signal arrived and writes one byte to a
-/// non-blocking self-pipe, which the loop polls.
+/// The signal source of the supervisor: every forwarded signal (and
+/// SIGCHLD) is blocked and read from a signalfd(2), which the loop polls
+/// beside its other descriptors.
 ///
-/// This is signal-hook's iterator design (atomic flags + self-pipe) without
-/// its registry: the registry copies all its entries on every
-/// registration, so installing the ~50 signals an init forwards cost about
-/// 2 million instructions (and as many again to unregister at exit) —
-/// most of lastcall's start-up. An init installs its handlers once and
-/// never removes them, so it needs none of the registry's bookkeeping.
-pub struct SignalPipe {
-    read: std::os::unix::net::UnixStream,
+/// Why signalfd: a signal costs one read(2) before it is forwarded — no
+/// handler, no self-pipe write and read — which keeps forwarding as fast as
+/// tini's sigtimedwait. Its catch is that a blocked mask is inherited: by
+/// the threads lastcall starts (all after `install`, so they block the same
+/// set and never take a signal meant for the loop) and by the app, whose
+/// mask `child::spawn` empties before exec. (An earlier version used
+/// signal-hook's handlers; its registry copies itself on every
+/// registration, which made installing ~50 signals most of start-up.)
+pub struct SignalSource {
+    fd: std::os::fd::OwnedFd,
 }
 
-const MAX_SIGNAL: usize = 65;
-static PENDING: [std::sync::atomic::AtomicBool; MAX_SIGNAL] = [const { std::sync::atomic::AtomicBool::new(false) }; MAX_SIGNAL];
-static WAKE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    use std::sync::atomic::Ordering;
-    // SAFETY: only async-signal-safe work: atomics, write(2), and errno
-    // saved and restored so the interrupted code never sees ours.
-    unsafe {
-        let errno = *libc::__errno_location();
-        if let Some(flag) = PENDING.get(sig as usize) {
-            flag.store(true, Ordering::SeqCst);
-        }
-        let fd = WAKE_FD.load(Ordering::SeqCst);
-        if fd >= 0 {
-            libc::write(fd, b"s".as_ptr().cast(), 1);
-        }
-        *libc::__errno_location() = errno;
-    }
-}
-
-impl SignalPipe {
-    /// Install the handler for `signals`. Once per process.
-    pub fn install(signals: impl IntoIterator<Item = i32>) -> std::io::Result<SignalPipe> {
-        use std::os::fd::IntoRawFd;
-        let (read, write) = std::os::unix::net::UnixStream::pair()?;
-        read.set_nonblocking(true)?;
-        write.set_nonblocking(true)?;
-        // The write end lives as long as the process: handlers may run any time.
-        WAKE_FD.store(write.into_raw_fd(), std::sync::atomic::Ordering::SeqCst);
-        for sig in signals {
-            // SAFETY: a zeroed sigaction is valid; the handler is
-            // async-signal-safe (see on_signal). SA_RESTART keeps other
-            // threads' blocking calls from failing with EINTR.
-            unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-                action.sa_flags = libc::SA_RESTART;
-                libc::sigfillset(&mut action.sa_mask);
-                if libc::sigaction(sig, &action, std::ptr::null_mut()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+impl SignalSource {
+    /// Block `signals`, reset their dispositions to default (an inherited
+    /// SIG_IGN would discard them, and an ignored SIGCHLD would auto-reap the
+    /// app), and open the signalfd. Call before any thread exists.
+    pub fn install(signals: impl IntoIterator<Item = i32>) -> std::io::Result<SignalSource> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain libc calls on a local, zero-initialised sigset_t and
+        // sigaction; the signals are blocked before their dispositions change.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            let signals: Vec<i32> = signals.into_iter().collect();
+            for &sig in &signals {
+                libc::sigaddset(&mut set, sig);
             }
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            for &sig in &signals {
+                libc::sigaction(sig, &default, std::ptr::null_mut());
+            }
+            let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(SignalSource { fd: std::os::fd::OwnedFd::from_raw_fd(fd) })
         }
-        Ok(SignalPipe { read })
     }
 
     /// The descriptor to poll for readability.
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
-        self.read.as_fd()
+        self.fd.as_fd()
     }
 
-    /// The signals that arrived since the last call, lowest number first
-    /// (several deliveries of one signal in between count once, as the
-    /// kernel coalesces them too).
+    /// The signals queued now, in arrival order (several deliveries of one
+    /// standard signal in between count once: the kernel coalesces them).
     pub fn pending(&self) -> Vec<Signal> {
-        use std::io::Read;
-        let mut buf = [0u8; 64];
-        while matches!((&self.read).read(&mut buf), Ok(n) if n > 0) {}
-        (1..MAX_SIGNAL)
-            .filter(|&s| PENDING[s].swap(false, std::sync::atomic::Ordering::SeqCst))
-            .map(|s| Signal(s as i32))
-            .collect()
+        use std::os::fd::AsRawFd;
+        let mut out = Vec::new();
+        loop {
+            // SAFETY: signalfd_siginfo is plain data; read(2) fills at most
+            // the buffer's size in whole records.
+            let mut infos: [libc::signalfd_siginfo; 8] = unsafe { std::mem::zeroed() };
+            let size = std::mem::size_of::<libc::signalfd_siginfo>();
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), infos.as_mut_ptr().cast(), size * infos.len()) };
+            if n <= 0 {
+                return out;
+            }
+            let records = n as usize / size;
+            out.extend(infos[..records].iter().map(|i| Signal(i.ssi_signo as i32)));
+            if records < infos.len() {
+                return out;
+            }
+        }
     }
 }
 
@@ -246,16 +241,19 @@ mod tests {
     }
 
     #[test]
-    fn signal_pipe_reports_each_signal_once() {
-        let pipe = SignalPipe::install([libc::SIGUSR1, libc::SIGUSR2]).unwrap();
-        // SAFETY: raise(3) sends a signal to this process; the handlers are ours.
+    fn signal_source_reports_each_signal_once() {
+        // Blocking is per thread: raise(3) targets this thread, which blocks them.
+        let source = SignalSource::install([libc::SIGUSR1, libc::SIGUSR2]).unwrap();
+        // SAFETY: raise(3) sends a signal to this thread, which has it blocked.
         unsafe {
             libc::raise(libc::SIGUSR2);
             libc::raise(libc::SIGUSR1);
             libc::raise(libc::SIGUSR1);
         }
-        assert_eq!(pipe.pending(), vec![Signal(libc::SIGUSR1), Signal(libc::SIGUSR2)]);
-        assert_eq!(pipe.pending(), vec![]);
+        let mut got = source.pending();
+        got.sort();
+        assert_eq!(got, vec![Signal(libc::SIGUSR1), Signal(libc::SIGUSR2)]);
+        assert_eq!(source.pending(), vec![]);
     }
 
     #[test]

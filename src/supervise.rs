@@ -1,20 +1,17 @@
 //! The supervisor: one loop that blocks in one place, feeds the shutdown
 //! state machine, and carries out its actions.
 //!
-//! Everything that can happen arrives as readable bytes on one of two
-//! descriptors, and the loop sleeps in poll(2) on both with a timeout set to
-//! the machine's next deadline:
-//! * the self-pipe of signal-hook's handlers (every forwarded signal and
-//!   SIGCHLD), and
-//! * the inbox's wake-up pipe, written by the drain thread and the control
-//!   socket thread after they queue an `Input`.
+//! Everything that can happen arrives as readable bytes on a descriptor,
+//! and the loop sleeps in poll(2) on all of them with a timeout set to the
+//! machine's next deadline:
+//! * a signalfd with every forwarded signal and SIGCHLD (see
+//!   `signals::SignalSource` for why signalfd),
+//! * the inbox's wake-up pipe, written by the drain thread after it queues
+//!   an `Input`, and
+//! * the control socket and its connected clients (`control::Server`).
 //!
-//! Why not signalfd: signalfd needs every signal blocked in every thread,
-//! and a blocked mask is inherited across fork and exec. Each spawn would
-//! then have to restore the child's mask, and any thread created by a
-//! library without the mask would steal signals. Handlers that write to a
-//! pipe work with any thread layout and leave the child's mask alone; the
-//! cost, one write and one read per signal, is a few microseconds.
+//! In the steady state (the app running) lastcall has no other thread: a
+//! drain thread exists only during a drain.
 //!
 //! Once the child exists lastcall never bails out: an error is logged and
 //! the loop goes on, since PID 1 exiting would SIGKILL the whole container
@@ -24,7 +21,7 @@
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -40,11 +37,9 @@ use crate::shutdown::{Action, Event, Phase, Settings, Shutdown};
 use crate::signals::{self, Signal, SIGCHLD, SIGKILL};
 use crate::{drain, Failure};
 
-/// What other threads send to the loop.
+/// What other threads (the drain) send to the loop.
 pub enum Input {
     Event(Event),
-    /// A `lastcall drain` client waiting for the drain to end.
-    DrainWaiter(UnixStream),
 }
 
 /// The loop's inbox: a queue plus a wake-up pipe; cheap to clone into
@@ -74,6 +69,22 @@ impl drain::Notify for Inbox {
     }
 }
 
+/// When the stop signal first reached the supervisor (for the sidecar's
+/// late-request window).
+static STOPPED_AT: OnceLock<Instant> = OnceLock::new();
+
+pub fn stopped_at() -> Option<Instant> {
+    STOPPED_AT.get().copied()
+}
+
+/// Block the signals the supervisor handles and open their signalfd. The
+/// blocked mask is inherited by threads started afterwards, so call it
+/// before starting any (the sidecar calls it early for that reason).
+pub fn install_signal_source() -> Result<signals::SignalSource, Failure> {
+    signals::SignalSource::install(signals::forwarded().chain([SIGCHLD.0]))
+        .map_err(|e| Failure::Setup(format!("signal handling: {e}")))
+}
+
 /// Run `init.command` under lastcall and return the exit code for lastcall.
 pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure> {
     let is_pid1 = getpid().as_raw() == 1;
@@ -91,10 +102,9 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
 
-    // Handlers go in before the child starts, so no signal sent to lastcall
-    // in between is lost; the child resets them to default before exec.
-    let signal_pipe = signals::SignalPipe::install(signals::forwarded().chain([SIGCHLD.0]))
-        .map_err(|e| Failure::Setup(format!("signal handlers: {e}")))?;
+    // Signals are blocked and queued before the child starts, so none sent
+    // to lastcall in between is lost; the child unblocks them before exec.
+    let signal_source = install_signal_source()?;
 
     let (wake_read, wake_write) = UnixStream::pair().map_err(|e| Failure::Setup(format!("wake pipe: {e}")))?;
     wake_read.set_nonblocking(true).map_err(|e| Failure::Setup(format!("wake pipe: {e}")))?;
@@ -125,15 +135,7 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
     let child = child::spawn(&init.command).map_err(Failure::Spawn)?;
     debug!(pid = child.pid.as_raw(), command = ?init.command, "app started");
 
-    if let Some(listener) = listener {
-        let inbox = inbox.clone();
-        let spawned = std::thread::Builder::new().name("control".into()).stack_size(64 * 1024).spawn(move || {
-            control::serve(listener, move |conn| inbox.send(Input::DrainWaiter(conn)))
-        });
-        if let Err(e) = spawned {
-            warn!(error = %e, "cannot start the control socket thread");
-        }
-    }
+    let mut control = listener.map(control::Server::new);
     // Like catatonit: hold no directory, so no mount stays pinned by PID 1.
     let _ = std::env::set_current_dir("/");
     crate::memory::release_startup_pages();
@@ -155,6 +157,9 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
         child_alive: true,
     };
 
+    // Reap at the first turn too: a child may have exited before the loop.
+    let mut reap_due = true;
+    let mut remaining = Remaining::Some;
     loop {
         let timeout = match sup.machine.next_wakeup() {
             None => PollTimeout::NONE,
@@ -164,46 +169,64 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
                 PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        {
-            let mut fds = [
-                PollFd::new(signal_pipe.fd(), PollFlags::POLLIN),
+        let (signals_ready, wake_ready, control_ready) = {
+            let mut fds = vec![
+                PollFd::new(signal_source.fd(), PollFlags::POLLIN),
                 PollFd::new(wake_read.as_fd(), PollFlags::POLLIN),
             ];
+            if let Some(server) = &control {
+                fds.extend(server.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            }
             let _ = poll(&mut fds, timeout); // EINTR is a wake-up like any other
-        }
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]), fds[2..].iter().any(ready))
+        };
         let now = Instant::now();
         let mut events = Vec::new();
 
-        for sig in signal_pipe.pending() {
-            if sig == SIGCHLD {
-                continue; // reaping below runs on every wake-up anyway
-            } else if sig == shutdown.stop_signal {
-                events.push(Event::StopSignal);
-            } else {
-                sup.forward(sig);
+        // Signals first: forwarding is the latency that matters.
+        if signals_ready {
+            for sig in signal_source.pending() {
+                if sig == SIGCHLD {
+                    reap_due = true;
+                } else if sig == shutdown.stop_signal {
+                    STOPPED_AT.get_or_init(|| now);
+                    events.push(Event::StopSignal);
+                } else {
+                    sup.forward(sig);
+                }
             }
         }
 
-        let mut drained = [0u8; 64];
-        while matches!((&wake_read).read(&mut drained), Ok(n) if n > 0) {}
-        for input in sup.inbox.take() {
-            match input {
-                Input::Event(e) => events.push(e),
-                Input::DrainWaiter(conn) => {
+        if wake_ready {
+            let mut drained = [0u8; 64];
+            while matches!((&wake_read).read(&mut drained), Ok(n) if n > 0) {}
+            for input in sup.inbox.take() {
+                match input {
+                    Input::Event(e) => events.push(e),
+                }
+            }
+        }
+        if control_ready {
+            if let Some(server) = &mut control {
+                for conn in server.service() {
                     sup.waiters.push(conn);
                     events.push(Event::DrainRequest);
                 }
             }
         }
 
-        let main_pid = child.pid;
-        let remaining = reaper::reap(|pid, status| {
-            if pid == main_pid {
-                events.push(Event::ChildExited(ChildExit::from_wait(status)));
-            } else {
-                debug!(pid = pid.as_raw(), "reaped an orphan");
-            }
-        });
+        if reap_due {
+            reap_due = false;
+            let main_pid = child.pid;
+            remaining = reaper::reap(|pid, status| {
+                if pid == main_pid {
+                    events.push(Event::ChildExited(ChildExit::from_wait(status)));
+                } else {
+                    debug!(pid = pid.as_raw(), "reaped an orphan");
+                }
+            });
+        }
         events.push(Event::Tick);
 
         for event in events {

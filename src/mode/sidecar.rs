@@ -71,6 +71,13 @@ mod imp {
     pub fn run(sc: &SidecarConfig, init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure> {
         // First, so a stop signal that comes during set-up is not lost.
         let clock = StopClock::install(shutdown.stop_signal.0)?;
+        if !init.command.is_empty() {
+            // The supervisor reads its signals from a signalfd with the
+            // signals blocked; block them before the HTTP and preflight
+            // threads start, so they inherit the mask and no signal is ever
+            // delivered to them (the supervisor installs its own source).
+            drop(supervise::install_signal_source()?);
+        }
         let without_helper = if init.command.is_empty() {
             let mut sigs = vec![shutdown.stop_signal.0, libc::SIGTERM, libc::SIGINT];
             sigs.dedup();
@@ -121,7 +128,7 @@ mod imp {
             }
             None => supervise::run(init, &helper_shutdown(sc, shutdown))?,
         };
-        if let Some(at) = clock.stopped_at().or(without_helper_stop(init)).filter(|_| listening) {
+        if let Some(at) = clock.stopped_at().or(supervise::stopped_at()).or(without_helper_stop(init)).filter(|_| listening) {
             // The late-request window never reaches past our own kill deadline.
             hub.settle((at + LATE_REQUEST_WINDOW).min(shutdown.budget.plan(at).kill_at));
         }
