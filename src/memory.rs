@@ -4,11 +4,13 @@
 //! to 64 KiB of it around every page start-up touches, so by the time the
 //! app runs most of lastcall's file is in its page tables: counted in its
 //! Pss although the argument parser, the spawn code and the rest will
-//! not run again. Once the app is running, lastcall drops those mappings
-//! from its page tables with madvise(MADV_DONTNEED) — only for mappings of
-//! its own file that it never wrote to (no anonymous, copy-on-write pages),
-//! where dropping a page only means reading it back from the page cache on
-//! next use. Free heap goes back with malloc_trim(3).
+//! not run again. Once the app is running, lastcall drops from its page
+//! tables the mappings of its own file that are never written: the code
+//! (`r-xp`) and the read-only data before it (`r--p` at a lower file offset;
+//! the RELRO part after the code was written by relocation and is left
+//! alone). For such a private, never-written mapping madvise(MADV_DONTNEED)
+//! loses nothing: the next access maps the same page from the page cache.
+//! Free heap goes back with malloc_trim(3).
 
 use std::fs;
 
@@ -18,44 +20,35 @@ pub fn release_startup_pages() {
     unsafe { libc::malloc_trim(0) };
     let Ok(exe) = fs::read_link("/proc/self/exe") else { return };
     let Some(exe) = exe.to_str() else { return };
-    let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else { return };
-    for (range, perms, anonymous_kb) in file_mappings(&smaps, exe) {
-        // Only read-only mappings with no private copies: text and rodata.
-        if anonymous_kb != 0 || perms.as_bytes().get(1) != Some(&b'-') {
-            continue;
-        }
-        let Some((start, end)) = range.split_once('-') else { continue };
-        let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else { continue };
-        // SAFETY: the range is a private, read-only, never-written mapping of
-        // our own executable (checked above), so dropping its page-table
-        // entries loses no data: the next access maps the same file page.
+    let Ok(maps) = fs::read_to_string("/proc/self/maps") else { return };
+    for (start, end) in never_written(&maps, exe) {
+        // SAFETY: a private mapping of our own executable that is never
+        // written (see the module doc): dropping its page-table entries
+        // loses no data.
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }
 
-/// `(address range, permissions, Anonymous kB)` of every mapping of `path`
-/// in /proc/self/smaps.
-fn file_mappings<'a>(smaps: &'a str, path: &str) -> Vec<(&'a str, &'a str, u64)> {
-    let mut out: Vec<(&str, &str, u64)> = Vec::new();
-    let mut current: Option<usize> = None;
-    for line in smaps.lines() {
-        let mut words = line.split_whitespace();
-        let first = words.next().unwrap_or("");
-        if first.contains('-') && !first.ends_with(':') {
-            // A mapping header: range perms offset dev inode [path]
-            let perms = words.next().unwrap_or("");
-            let mapped = words.nth(3).unwrap_or("");
-            current = (mapped == path).then(|| {
-                out.push((first, perms, u64::MAX));
-                out.len() - 1
-            });
-        } else if first == "Anonymous:" {
-            if let Some(i) = current {
-                out[i].2 = words.next().and_then(|kb| kb.parse().ok()).unwrap_or(u64::MAX);
+/// Address ranges of `path`'s code and of its read-only data before the code.
+fn never_written(maps: &str, path: &str) -> Vec<(usize, usize)> {
+    let mappings: Vec<(usize, usize, &str, u64)> = maps
+        .lines()
+        .filter_map(|line| {
+            let mut w = line.split_whitespace();
+            let (range, perms, offset) = (w.next()?, w.next()?, w.next()?);
+            if w.nth(2)? != path {
+                return None;
             }
-        }
-    }
-    out
+            let (start, end) = range.split_once('-')?;
+            Some((usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?, perms, u64::from_str_radix(offset, 16).ok()?))
+        })
+        .collect();
+    let Some(code_offset) = mappings.iter().filter(|m| m.2 == "r-xp").map(|m| m.3).min() else { return vec![] };
+    mappings
+        .iter()
+        .filter(|m| m.2 == "r-xp" || (m.2 == "r--p" && m.3 < code_offset))
+        .map(|m| (m.0, m.1))
+        .collect()
 }
 
 #[cfg(test)]
@@ -63,22 +56,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_smaps() {
-        let smaps = "\
-55d0-55e0 r--p 00000000 fd:01 42 /lastcall
-Size: 64 kB
-Anonymous: 0 kB
-55e0-55f0 r-xp 00010000 fd:01 42 /lastcall
-Anonymous: 0 kB
-55f0-5600 r--p 00020000 fd:01 42 /lastcall
-Anonymous: 12 kB
-5600-5610 rw-p 00000000 00:00 0 [heap]
-Anonymous: 64 kB
+    fn picks_code_and_the_rodata_before_it() {
+        let maps = "\
+55d0000-55e0000 r--p 00000000 fd:01 42 /lastcall
+55e0000-55f0000 r-xp 00010000 fd:01 42 /lastcall
+55f0000-5600000 r--p 00020000 fd:01 42 /lastcall
+5600000-5610000 rw-p 00030000 fd:01 42 /lastcall
+5610000-5620000 rw-p 00000000 00:00 0 [heap]
+7ff0000-7ff1000 r-xp 00000000 fd:01 43 /other
 ";
-        assert_eq!(
-            file_mappings(smaps, "/lastcall"),
-            vec![("55d0-55e0", "r--p", 0), ("55e0-55f0", "r-xp", 0), ("55f0-5600", "r--p", 12)]
-        );
+        assert_eq!(never_written(maps, "/lastcall"), vec![(0x55d0000, 0x55e0000), (0x55e0000, 0x55f0000)]);
+        assert_eq!(never_written("", "/lastcall"), vec![]);
     }
 
     #[test]

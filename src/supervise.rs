@@ -155,11 +155,11 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
         inbox,
         waiters: Vec::new(),
         child_alive: true,
+        remaining: Remaining::Some,
     };
 
     // Reap at the first turn too: a child may have exited before the loop.
     let mut reap_due = true;
-    let mut remaining = Remaining::Some;
     loop {
         let timeout = match sup.machine.next_wakeup() {
             None => PollTimeout::NONE,
@@ -219,7 +219,7 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
         if reap_due {
             reap_due = false;
             let main_pid = child.pid;
-            remaining = reaper::reap(|pid, status| {
+            sup.remaining = reaper::reap(|pid, status| {
                 if pid == main_pid {
                     events.push(Event::ChildExited(ChildExit::from_wait(status)));
                 } else {
@@ -238,7 +238,7 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
             }
         }
 
-        match (sup.machine.phase(), remaining) {
+        match (sup.machine.phase(), sup.remaining) {
             (Phase::Leftovers { .. } | Phase::Killed, Remaining::None) => {
                 for action in sup.machine.step(Event::ChildrenGone, now) {
                     if let Action::Exit(exit) = action {
@@ -271,6 +271,8 @@ struct Supervisor<'a> {
     inbox: Inbox,
     waiters: Vec<UnixStream>,
     child_alive: bool,
+    /// Whether lastcall had children left at the last reap.
+    remaining: Remaining,
 }
 
 impl Supervisor<'_> {
@@ -326,6 +328,9 @@ impl Supervisor<'_> {
                 }
             }
             Action::SignalLeftovers(sig) => {
+                if self.remaining == Remaining::None {
+                    return; // the usual case: the app left nothing behind
+                }
                 let left = leftovers(self.is_pid1);
                 if !left.is_empty() {
                     warn!(t_ms, signal = %sig, count = left.len(), processes = %left.join(" "), "processes left after the app exited: signalling them");
