@@ -283,7 +283,6 @@ fn duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

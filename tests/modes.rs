@@ -10,6 +10,7 @@
 //! events; where a test must know that lastcall reached a state only its log
 //! shows, it polls the captured stderr (`wait_stderr`, 10 ms, bounded).
 
+#[macro_use]
 mod support;
 
 use std::path::Path;
@@ -469,25 +470,6 @@ mod sidecar {
         }
     }
 
-    /// Generates `mod $name { fn pid1(); fn subreaper(); }` (tests/pid1.rs).
-    macro_rules! both_modes {
-        ($(#[doc = $doc:expr])* fn $name:ident($mode:ident) $body:block) => {
-            $(#[doc = $doc])*
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-                fn body($mode: Mode) $body
-                #[test]
-                fn pid1() {
-                    body(Mode::Pid1)
-                }
-                #[test]
-                fn subreaper() {
-                    body(Mode::Subreaper)
-                }
-            }
-        };
-    }
 
     both_modes! {
         /// The wrapped helper outlives the app: on SIGTERM it keeps running

@@ -19,30 +19,12 @@
 //!   then WINCH (28 > 15), seeing the app print WINCH proves lastcall has
 //!   already processed the TERM: the "barrier" below.
 
+#[macro_use]
 mod support;
 
 use libc::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use support::{secs, Mode, Proc, Run, TempDir, GUARD, MS, SEC};
 
-/// Generates `mod $name { fn pid1(); fn subreaper(); }` from one body.
-macro_rules! both_modes {
-    ($(#[doc = $doc:expr])* fn $name:ident($mode:ident) $body:block) => {
-        $(#[doc = $doc])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            fn body($mode: Mode) $body
-            #[test]
-            fn pid1() {
-                body(Mode::Pid1)
-            }
-            #[test]
-            fn subreaper() {
-                body(Mode::Subreaper)
-            }
-        }
-    };
-}
 
 /// Options for drain tests: KILL at 9 s, and the drain may use all but 1 s of
 /// that, so a drain delay of a few seconds is never clamped.

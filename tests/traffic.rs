@@ -12,6 +12,7 @@
 
 #![cfg(feature = "traffic")]
 
+#[macro_use]
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -24,25 +25,6 @@ use std::time::Duration;
 use libc::SIGTERM;
 use support::{mono_ns, secs, Mode, Proc, Run, MS, SEC};
 
-/// Generates `mod $name { fn pid1(); fn subreaper(); }` from one body.
-macro_rules! both_modes {
-    ($(#[doc = $doc:expr])* fn $name:ident($mode:ident) $body:block) => {
-        $(#[doc = $doc])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            fn body($mode: Mode) $body
-            #[test]
-            fn pid1() {
-                body(Mode::Pid1)
-            }
-            #[test]
-            fn subreaper() {
-                body(Mode::Subreaper)
-            }
-        }
-    };
-}
 
 /// KILL at 19 s, and the drain may use all but 1 s of that: no test here
 /// gets near it unless it means to.

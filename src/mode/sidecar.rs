@@ -565,7 +565,6 @@ mod tests {
     use super::imp::{helper_shutdown, listen_addr, usage_problem};
     use super::*;
     use crate::config::{Config, InitConfig, Mode, ShutdownConfig, SidecarConfig, Strategy};
-    use clap::Parser;
     use std::time::{Duration, Instant};
 
     fn parse(args: &[&str]) -> Config {

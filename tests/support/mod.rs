@@ -1011,3 +1011,24 @@ impl Drop for Proc {
 }
 #[cfg(feature = "k8s")]
 pub mod apiserver;
+
+/// Generates (in the test file that uses it) `mod $name { fn pid1(); fn subreaper(); }` from one body.
+#[allow(unused_macros)] // not every test file runs in both modes
+macro_rules! both_modes {
+    ($(#[doc = $doc:expr])* fn $name:ident($mode:ident) $body:block) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn body($mode: Mode) $body
+            #[test]
+            fn pid1() {
+                body(Mode::Pid1)
+            }
+            #[test]
+            fn subreaper() {
+                body(Mode::Subreaper)
+            }
+        }
+    };
+}
