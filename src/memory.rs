@@ -33,6 +33,7 @@ pub fn release_startup_pages() {
 fn never_written(maps: &str, path: &str) -> Vec<(usize, usize)> {
     let mappings: Vec<(usize, usize, &str, u64)> = maps
         .lines()
+        .filter(|line| line.ends_with(path))
         .filter_map(|line| {
             let mut w = line.split_whitespace();
             let (range, perms, offset) = (w.next()?, w.next()?, w.next()?);
