@@ -437,9 +437,10 @@ impl Drain<'_> {
         );
         let plural = if s.slices == 1 { "" } else { "s" };
         let seen = format!("endpoint out of service in {} slice{plural} after {}ms", s.slices, after.as_millis());
-        if self.ctx.next == Some(Strategy::Traffic) {
-            return Outcome::Done(seen);
-        }
+        // The propagation delay stays a minimum even when a traffic
+        // measurement follows: with little traffic a lull right after the
+        // flip looks the same as a load balancer that has already let go
+        // (measured in bench/results/rollout-2026-11-25-lowrate.md).
         let want = self.ctx.cfg.propagation_delay;
         if want.is_zero() {
             return Outcome::Done(format!("{seen}; no propagation delay"));
