@@ -139,7 +139,6 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
     // Like catatonit: hold no directory, so no mount stays pinned by PID 1.
     let _ = std::env::set_current_dir("/");
     crate::memory::release_startup_pages();
-    warm_stop_path(shutdown, init, child);
 
     let mut sup = Supervisor {
         init,
@@ -320,6 +319,11 @@ impl Supervisor<'_> {
                     None => warn!(t_ms, signal = %sig, "the stop signal is dropped by --rewrite: the app gets nothing"),
                     Some(to) => {
                         let sent = child::signal(self.child, to, self.init.process_group);
+                        // Let the app run first: on a single CPU it would
+                        // otherwise wait for the log lines below (whose code
+                        // start-up pages may have to be mapped back in).
+                        // SAFETY: sched_yield(2) has no preconditions.
+                        unsafe { libc::sched_yield() };
                         let target = if self.init.process_group { "process group" } else { "process" };
                         match sent {
                             Ok(()) => info!(t_ms, signal = %to, pid = self.child.pid.as_raw(), target, kill_in_ms, "stop signal sent to the app"),
@@ -355,23 +359,6 @@ impl Supervisor<'_> {
             let _ = w.write_all(reply.line());
         }
     }
-}
-
-/// Map back in the code the stop signal runs through, which
-/// `release_startup_pages` just dropped, so the first (and only) stop
-/// signal is not slowed by page faults: a throw-away machine takes the same
-/// step, and kill(pid, 0) the same path as the real signal.
-fn warm_stop_path(shutdown: &ShutdownConfig, init: &InitConfig, child: Child) {
-    let mut dry = Shutdown::new(Settings {
-        budget: shutdown.budget,
-        drain: false, // the no-drain step logs nothing
-        stop_signal: shutdown.stop_signal,
-        leftover_timeout: init.leftover_timeout,
-        wait_descendants: init.wait_descendants,
-    });
-    let _ = dry.step(Event::StopSignal, Instant::now());
-    let _ = init.rewrites.apply(shutdown.stop_signal);
-    let _ = child::signal(child, Signal(0), init.process_group);
 }
 
 /// `pid(name)` of every process lastcall would still have to wait for.

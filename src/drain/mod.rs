@@ -55,8 +55,6 @@ pub struct Ctx<'a> {
     pub cfg: &'a DrainConfig,
     /// The supervised app, whose sockets the traffic strategy watches.
     pub child_pid: Option<i32>,
-    /// The strategy that runs after this one, if any.
-    pub next: Option<Strategy>,
     pub notify: Arc<dyn Notify>,
 }
 
@@ -74,7 +72,7 @@ impl Ctx<'_> {
 pub fn run(cfg: &DrainConfig, started: Instant, until: Instant, child_pid: Option<i32>, notify: Arc<dyn Notify>) -> String {
     let mut why = String::from("nothing to drain");
     for (i, &strategy) in cfg.strategies.iter().enumerate() {
-        let ctx = Ctx { started, until, cfg, child_pid, next: cfg.strategies.get(i + 1).copied(), notify: notify.clone() };
+        let ctx = Ctx { started, until, cfg, child_pid, notify: notify.clone() };
         let outcome = match strategy {
             Strategy::Delay => delay::wait(&ctx),
             #[cfg(feature = "k8s")]

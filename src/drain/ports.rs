@@ -112,7 +112,7 @@ mod tests {
 
     fn ctx(cfg: &DrainConfig, until: Duration) -> Ctx<'_> {
         let started = Instant::now();
-        Ctx { started, until: started + until, cfg, child_pid: None, next: None, notify: Arc::new(NoNotify) }
+        Ctx { started, until: started + until, cfg, child_pid: None, notify: Arc::new(NoNotify) }
     }
 
     /// A port nobody listens on: bind an ephemeral port, then free it.

@@ -34,7 +34,7 @@ use self::client::{ApiError, Client};
 use self::identity::{Identity, Sources};
 use self::slices::{decode_event, decode_list, decode_pod, label_selector, EndpointSliceList, Event, Me, Tracker};
 use super::{delay::sleep_until, Ctx, Outcome};
-use crate::config::{DrainConfig, Strategy};
+use crate::config::DrainConfig;
 
 /// A GET or LIST never waits longer than this for its answer...
 const REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(5);
