@@ -589,6 +589,35 @@ fn prestop_drain_mode() {
     assert!(p.stderr().contains("endpoint out of service in every slice"));
 }
 
+/// `lastcall drain` without a PID 1 adopts a deletionTimestamp sooner than
+/// `--grace-period`: with a 5 s deletion grace (kubectl delete
+/// --grace-period=5), a 60 s grace period and an endpoint that never flips,
+/// the hook returns by 5 − kill margin (1 s) − stop budget (2 s) = 2 s after
+/// the delete, not at the 60 s plan's drain end.
+#[test]
+fn prestop_drain_mode_adopts_a_sooner_deletion_deadline() {
+    let api = cluster();
+    let dir = api.dir();
+    let (token, ca) = (dir.join("token"), dir.join("ca.crt"));
+    let mut args: Vec<std::ffi::OsString> =
+        ["drain", "--drain", "k8s", "--grace-period", "60s", "--kill-margin", "1s", "--stop-budget", "2s", "--drain-delay", "50s"]
+            .iter()
+            .map(Into::into)
+            .collect();
+    args.extend(["--k8s-token-file".into(), token.into_os_string(), "--k8s-ca-file".into(), ca.into_os_string()]);
+    let deleted = mono_ns();
+    api.delete_pod("web-1", Some(5), Flip::Never);
+    let mut run = Run::new(Mode::Subreaper).raw(args).env("POD_NAME", "web-1").env("POD_IP", "10.0.0.5");
+    for (k, v) in api.env() {
+        run = run.env(&k, &v);
+    }
+    let mut p = run.spawn();
+    let exited = p.expect_exit_code(0);
+    // The deletionTimestamp has second precision: the kill instant is 4-5 s away.
+    p.check(exited >= deleted + SEC, format!("drain returned {} after the delete: too early", secs(exited - deleted)));
+    p.check(exited < deleted + 4 * SEC, format!("drain returned {} after the delete: past the 2 s budget", secs(exited - deleted)));
+}
+
 /// An API server on ::1 reached through KUBERNETES_SERVICE_HOST=::1 (an IPv6
 /// cluster: the host goes in brackets).
 #[test]

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::{Ctx, Outcome};
 
 pub fn wait(ctx: &Ctx) -> Outcome {
-    let end = (ctx.started + ctx.cfg.delay).min(ctx.until);
+    let end = (ctx.started + ctx.cfg.delay).min(ctx.until());
     sleep_until(end);
     Outcome::Done(format!("fixed delay of {}ms", ctx.cfg.delay.as_millis()))
 }

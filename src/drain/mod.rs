@@ -17,12 +17,14 @@ pub mod ports;
 #[cfg(feature = "traffic")]
 pub mod traffic;
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
 use crate::config::{DrainConfig, Strategy};
+use crate::deadline::Budget;
 
 /// What a strategy saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,29 +52,67 @@ impl Notify for NoNotify {
 pub struct Ctx<'a> {
     /// When the stop signal (or drain request) arrived.
     pub started: Instant,
-    /// The drain must be over by then (the supervisor enforces it too).
-    pub until: Instant,
+    /// The drain must be over by then (the supervisor enforces it too);
+    /// shared by the strategies of one chain, and moved earlier when the
+    /// pod's deletion deadline turns out to be sooner.
+    until: &'a Cell<Instant>,
+    /// Set where the drain runs without a supervisor to tighten its plan.
+    budget: Option<Budget>,
     pub cfg: &'a DrainConfig,
     /// The supervised app, whose sockets the traffic strategy watches.
     pub child_pid: Option<i32>,
-    pub notify: Arc<dyn Notify>,
+    notify: Arc<dyn Notify>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    #[cfg(test)]
+    pub fn new(started: Instant, until: &'a Cell<Instant>, cfg: &'a DrainConfig, child_pid: Option<i32>, notify: Arc<dyn Notify>) -> Self {
+        Ctx { started, until, budget: None, cfg, child_pid, notify }
+    }
+
+    /// The drain must be over by then.
+    pub fn until(&self) -> Instant {
+        self.until.get()
+    }
+
     /// `until`, further bounded by `--drain-timeout` (for observing strategies).
     pub fn bounded_until(&self) -> Instant {
         match self.cfg.timeout {
-            Some(t) => self.until.min(self.started + t),
-            None => self.until,
+            Some(t) => self.until().min(self.started + t),
+            None => self.until(),
+        }
+    }
+
+    /// The kubelet's SIGKILL instant became known (the pod's
+    /// deletionTimestamp): tell the supervisor, and, where this drain has a
+    /// budget of its own (`lastcall drain` without a PID 1), end it early
+    /// enough to leave the kill margin and the app's stop budget.
+    pub fn hard_deadline(&self, at: Instant) {
+        self.notify.hard_deadline(at);
+        if let Some(b) = self.budget {
+            let end = at.checked_sub(b.kill_margin + b.stop_budget).unwrap_or(self.started).max(self.started);
+            if end < self.until.get() {
+                self.until.set(end);
+            }
         }
     }
 }
 
 /// Run the configured strategies in order; returns why the drain ended.
-pub fn run(cfg: &DrainConfig, started: Instant, until: Instant, child_pid: Option<i32>, notify: Arc<dyn Notify>) -> String {
+/// `budget` is given where no supervisor bounds the drain (see
+/// `Ctx::hard_deadline`).
+pub fn run(
+    cfg: &DrainConfig,
+    started: Instant,
+    until: Instant,
+    budget: Option<Budget>,
+    child_pid: Option<i32>,
+    notify: Arc<dyn Notify>,
+) -> String {
     let mut why = String::from("nothing to drain");
+    let until = Cell::new(until);
     for (i, &strategy) in cfg.strategies.iter().enumerate() {
-        let ctx = Ctx { started, until, cfg, child_pid, notify: notify.clone() };
+        let ctx = Ctx { started, until: &until, budget, cfg, child_pid, notify: notify.clone() };
         let outcome = match strategy {
             Strategy::Delay => delay::wait(&ctx),
             #[cfg(feature = "k8s")]
@@ -91,7 +131,7 @@ pub fn run(cfg: &DrainConfig, started: Instant, until: Instant, child_pid: Optio
                 why = format!("{}: {seen}", strategy.name());
             }
             Outcome::Fallback(reason) => {
-                let fallback_end = (started + cfg.delay).min(until);
+                let fallback_end = (started + cfg.delay).min(until.get());
                 warn!(
                     strategy = strategy.name(),
                     reason = %reason,

@@ -110,9 +110,10 @@ mod tests {
         }
     }
 
-    fn ctx(cfg: &DrainConfig, until: Duration) -> Ctx<'_> {
+    fn run_wait(cfg: &DrainConfig, until: Duration) -> Outcome {
         let started = Instant::now();
-        Ctx { started, until: started + until, cfg, child_pid: None, notify: Arc::new(NoNotify) }
+        let until = std::cell::Cell::new(started + until);
+        wait(&Ctx::new(started, &until, cfg, None, Arc::new(NoNotify)))
     }
 
     /// A port nobody listens on: bind an ephemeral port, then free it.
@@ -124,7 +125,7 @@ mod tests {
     fn closed_port_is_done_at_once() {
         let c = cfg(vec![free_port()]);
         let t = Instant::now();
-        let out = wait(&ctx(&c, Duration::from_secs(10)));
+        let out = run_wait(&c, Duration::from_secs(10));
         assert!(matches!(&out, Outcome::Done(s) if s.contains("closed")), "{out:?}");
         assert!(t.elapsed() < Duration::from_secs(2));
     }
@@ -134,7 +135,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let c = cfg(vec![l.local_addr().unwrap().port()]);
         let t = Instant::now();
-        let out = wait(&ctx(&c, Duration::from_millis(400)));
+        let out = run_wait(&c, Duration::from_millis(400));
         assert!(matches!(&out, Outcome::Done(s) if s.contains("still open")), "{out:?}");
         assert!(t.elapsed() >= Duration::from_millis(400));
         assert!(t.elapsed() < Duration::from_secs(2));
@@ -145,13 +146,13 @@ mod tests {
         // Skipped where the machine has no IPv6 loopback.
         let Ok(l) = TcpListener::bind("[::1]:0") else { return };
         let c = cfg(vec![l.local_addr().unwrap().port()]);
-        let out = wait(&ctx(&c, Duration::from_millis(300)));
+        let out = run_wait(&c, Duration::from_millis(300));
         assert!(matches!(&out, Outcome::Done(s) if s.contains("still open")), "{out:?}");
     }
 
     #[test]
     fn no_ports_falls_back() {
         let c = cfg(vec![]);
-        assert!(matches!(wait(&ctx(&c, Duration::from_secs(1))), Outcome::Fallback(_)));
+        assert!(matches!(run_wait(&c, Duration::from_secs(1)), Outcome::Fallback(_)));
     }
 }

@@ -236,7 +236,7 @@ impl Drain<'_> {
                     kill_in_ms = rfc3339::millis_between(now_wall, at),
                     "pod is being deleted"
                 );
-                self.ctx.notify.hard_deadline(deadline);
+                self.ctx.hard_deadline(deadline);
             }
             None => warn!(deletion_timestamp = ts, "cannot parse the pod's deletionTimestamp: the deadline comes from --grace-period"),
         }
@@ -446,7 +446,7 @@ impl Drain<'_> {
             return Outcome::Done(format!("{seen}; no propagation delay"));
         }
         let start = Instant::now();
-        let end = start.checked_add(want).map_or(self.ctx.until, |t| t.min(self.ctx.until));
+        let end = start.checked_add(want).map_or(self.ctx.until(), |t| t.min(self.ctx.until()));
         info!(delay_ms = want.as_millis(), "waiting --propagation-delay for kube-proxy and load balancers to catch up");
         sleep_until(end);
         let waited = end.saturating_duration_since(start);

@@ -82,7 +82,7 @@ const REPORT_MARGIN: Duration = Duration::from_millis(20);
 pub fn wait(ctx: &Ctx) -> Outcome {
     let begin = Instant::now();
     let bound = match ctx.bounded_until() {
-        b if b >= ctx.until => ctx.until.checked_sub(REPORT_MARGIN).unwrap_or(ctx.until),
+        b if b >= ctx.until() => ctx.until().checked_sub(REPORT_MARGIN).unwrap_or(ctx.until()),
         b => b,
     };
     let quiet = ctx.cfg.quiet_period;
