@@ -15,7 +15,6 @@ use std::os::fd::AsRawFd;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use crate::signals::Signal;
@@ -146,10 +145,4 @@ pub fn signal(child: Child, sig: Signal, group: bool) -> Result<(), Errno> {
     // SAFETY: kill(2) has no memory-safety preconditions.
     let rc = unsafe { libc::kill(target.as_raw(), sig.0) };
     if rc == 0 { Ok(()) } else { Err(Errno::last()) }
-}
-
-/// SIGKILL the child's process group (covers the child and what it started
-/// without leaving the group).
-pub fn kill_group(child: Child) {
-    let _ = kill(Pid::from_raw(-child.pid.as_raw()), nix::sys::signal::Signal::SIGKILL);
 }

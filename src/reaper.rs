@@ -70,16 +70,17 @@ pub fn leftovers(is_pid1: bool) -> Vec<Pid> {
 }
 
 /// Signal every process lastcall answers for (see `leftovers`): as PID 1
-/// with one kill(-1), otherwise each child and the main child's process
-/// group.
+/// with one kill(-1), otherwise the main child's process group and each
+/// child.
 pub fn signal_all(sig: Signal, is_pid1: bool, main_pgid: Pid) {
     // SAFETY (all kill calls below): kill(2) has no memory-safety preconditions.
     if is_pid1 {
         unsafe { libc::kill(-1, sig.0) };
         return;
     }
+    // The group first: it needs no /proc walk.
+    unsafe { libc::kill(-main_pgid.as_raw(), sig.0) };
     for pid in leftovers(false) {
         unsafe { libc::kill(pid.as_raw(), sig.0) };
     }
-    unsafe { libc::kill(-main_pgid.as_raw(), sig.0) };
 }

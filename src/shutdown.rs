@@ -115,6 +115,11 @@ impl Shutdown {
         }
     }
 
+    /// Whether the main child has exited.
+    pub fn app_exited(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Whether a stop signal or drain request has started the sequence.
     pub fn shutting_down(&self) -> bool {
         self.plan.is_some()

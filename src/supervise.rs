@@ -37,35 +37,30 @@ use crate::shutdown::{Action, Event, Phase, Settings, Shutdown};
 use crate::signals::{self, Signal, SIGCHLD, SIGKILL};
 use crate::{drain, Failure};
 
-/// What other threads (the drain) send to the loop.
-pub enum Input {
-    Event(Event),
-}
-
-/// The loop's inbox: a queue plus a wake-up pipe; cheap to clone into
-/// threads. (A Mutex<Vec> rather than std's mpsc channel: a handful of
+/// The loop's inbox, for the events the drain thread sends: a queue plus a
+/// wake-up pipe; cheap to clone into threads. (A Mutex<Vec> rather than std's mpsc channel: a handful of
 /// messages per shutdown, and some 15 KB less binary.)
 #[derive(Clone)]
 pub struct Inbox {
-    queue: Arc<Mutex<Vec<Input>>>,
+    queue: Arc<Mutex<Vec<Event>>>,
     wake: Arc<UnixStream>,
 }
 
 impl Inbox {
-    pub fn send(&self, input: Input) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(input);
+    pub fn send(&self, event: Event) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(event);
         // A full pipe already means "wake up"; nothing else to do.
         let _ = (&*self.wake).write(&[1]);
     }
 
-    fn take(&self) -> Vec<Input> {
+    fn take(&self) -> Vec<Event> {
         std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
 impl drain::Notify for Inbox {
     fn hard_deadline(&self, at: Instant) {
-        self.send(Input::Event(Event::HardDeadline(at)));
+        self.send(Event::HardDeadline(at));
     }
 }
 
@@ -154,7 +149,6 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
         }),
         inbox,
         waiters: Vec::new(),
-        child_alive: true,
         remaining: Remaining::Some,
     };
 
@@ -201,11 +195,7 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
         if wake_ready {
             let mut drained = [0u8; 64];
             while matches!((&wake_read).read(&mut drained), Ok(n) if n > 0) {}
-            for input in sup.inbox.take() {
-                match input {
-                    Input::Event(e) => events.push(e),
-                }
-            }
+            events.extend(sup.inbox.take());
         }
         if control_ready {
             if let Some(server) = &mut control {
@@ -230,9 +220,6 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
         events.push(Event::Tick);
 
         for event in events {
-            if matches!(event, Event::ChildExited(_)) {
-                sup.child_alive = false;
-            }
             for action in sup.machine.step(event, now) {
                 sup.perform(action, now);
             }
@@ -270,7 +257,6 @@ struct Supervisor<'a> {
     machine: Shutdown,
     inbox: Inbox,
     waiters: Vec<UnixStream>,
-    child_alive: bool,
     /// Whether lastcall had children left at the last reap.
     remaining: Remaining,
 }
@@ -278,7 +264,7 @@ struct Supervisor<'a> {
 impl Supervisor<'_> {
     /// Forward a signal that is not the stop signal, at once.
     fn forward(&self, sig: Signal) {
-        if !self.child_alive {
+        if self.machine.app_exited() {
             debug!(signal = %sig, "signal received after the app exited: not forwarded");
             return;
         }
@@ -303,11 +289,11 @@ impl Supervisor<'_> {
                 let pid = self.child.pid.as_raw();
                 let spawned = std::thread::Builder::new().name("drain".into()).stack_size(512 * 1024).spawn(move || {
                     let why = drain::run(&cfg, now, until, None, Some(pid), Arc::new(inbox.clone()));
-                    inbox.send(Input::Event(Event::DrainDone(why)));
+                    inbox.send(Event::DrainDone(why));
                 });
                 if let Err(e) = spawned {
                     error!(error = %e, "cannot start the drain thread: stopping without a drain");
-                    self.inbox.send(Input::Event(Event::DrainDone(format!("no drain thread: {e}"))));
+                    self.inbox.send(Event::DrainDone(format!("no drain thread: {e}")));
                 }
             }
             Action::DrainFinished => self.answer(Reply::Done),
@@ -343,7 +329,6 @@ impl Supervisor<'_> {
                 }
             }
             Action::KillAll => {
-                child::kill_group(self.child);
                 reaper::signal_all(SIGKILL, self.is_pid1, self.child.pid);
                 // Listed after the kill (the dead stay in /proc until reaped),
                 // so no /proc walk delays it.
