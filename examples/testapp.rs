@@ -210,10 +210,7 @@ fn parse_signal_list(s: &str) -> Result<Vec<c_int>, String> {
 /// Every signal a process can catch: 1..=31 without KILL and STOP, then the
 /// real-time signals glibc leaves to applications (SIGRTMIN..=SIGRTMAX).
 fn catchable_signals() -> Vec<c_int> {
-    (1..=31)
-        .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
-        .chain(libc::SIGRTMIN()..=libc::SIGRTMAX())
-        .collect()
+    (1..=31).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP).chain(libc::SIGRTMIN()..=libc::SIGRTMAX()).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -774,11 +771,7 @@ fn serve_conn(server: &Server, id: u64, mut stream: TcpStream) {
                 std::thread::sleep(server.delay);
             }
             let close = !keep_alive || server.shutting_down.load(Ordering::SeqCst);
-            let (status, body) = if ok {
-                ("200 OK", format!("ok {}\n", server.pid))
-            } else {
-                ("404 Not Found", "not found\n".to_string())
-            };
+            let (status, body) = if ok { ("200 OK", format!("ok {}\n", server.pid)) } else { ("404 Not Found", "not found\n".to_string()) };
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
                 body.len(),

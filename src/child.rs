@@ -144,5 +144,9 @@ pub fn signal(child: Child, sig: Signal, group: bool) -> Result<(), Errno> {
     // nix's kill takes Option<nix::Signal>, which lacks real-time signals.
     // SAFETY: kill(2) has no memory-safety preconditions.
     let rc = unsafe { libc::kill(target.as_raw(), sig.0) };
-    if rc == 0 { Ok(()) } else { Err(Errno::last()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
 }

@@ -39,7 +39,12 @@ impl Cli {
         match args.get(1).and_then(|a| a.to_str()) {
             Some("drain") => {
                 let d = DrainCli::try_parse_from(&args[1..])?;
-                Ok(Cli { mode: Some(Mode::Drain { common: d.common }), init: InitArgs::default(), common: CommonArgs::default(), command: vec![] })
+                Ok(Cli {
+                    mode: Some(Mode::Drain { common: d.common }),
+                    init: InitArgs::default(),
+                    common: CommonArgs::default(),
+                    command: vec![],
+                })
             }
             Some("sidecar") => {
                 let s = SidecarCli::try_parse_from(&args[1..])?;
@@ -92,7 +97,12 @@ struct DrainCli {
 
 /// Run beside the app: serve GET /drain for preStop httpGet, optionally wrap a helper process.
 #[derive(Debug, Parser)]
-#[command(name = "lastcall sidecar", bin_name = "lastcall sidecar", version, override_usage = "lastcall sidecar [OPTIONS] [-- CMD [ARGS]...]")]
+#[command(
+    name = "lastcall sidecar",
+    bin_name = "lastcall sidecar",
+    version,
+    override_usage = "lastcall sidecar [OPTIONS] [-- CMD [ARGS]...]"
+)]
 struct SidecarCli {
     #[command(flatten)]
     init: InitArgs,
@@ -193,7 +203,12 @@ pub struct K8sArgs {
     pub k8s_api: Option<String>,
 
     /// Bearer token file, re-read for every request.
-    #[arg(long, value_name = "PATH", default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token", env = "LASTCALL_K8S_TOKEN_FILE")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        env = "LASTCALL_K8S_TOKEN_FILE"
+    )]
     pub k8s_token_file: String,
 
     /// CA bundle that signs the API server's certificate.

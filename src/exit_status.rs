@@ -40,16 +40,16 @@ pub struct Remap(BTreeSet<i32>);
 
 impl Remap {
     pub fn parse(codes: &[String]) -> Result<Self, BadExitCode> {
-        codes
-            .iter()
-            .map(|c| c.trim().parse::<u8>().map(i32::from).map_err(|_| BadExitCode(c.clone())))
-            .collect::<Result<_, _>>()
-            .map(Remap)
+        codes.iter().map(|c| c.trim().parse::<u8>().map(i32::from).map_err(|_| BadExitCode(c.clone()))).collect::<Result<_, _>>().map(Remap)
     }
 
     pub fn exit_code(&self, exit: ChildExit) -> i32 {
         let code = exit.raw_code();
-        if self.0.contains(&code) { 0 } else { code }
+        if self.0.contains(&code) {
+            0
+        } else {
+            code
+        }
     }
 }
 

@@ -23,17 +23,14 @@ use tracing_subscriber::Layer;
 use crate::config::LogConfig;
 
 pub fn init(cfg: &LogConfig) {
-    let level = std::env::var("LASTCALL_LOG")
-        .ok()
-        .and_then(|v| LevelFilter::from_str(v.trim()).ok())
-        .unwrap_or(match cfg.verbosity {
-            i8::MIN..=-3 => LevelFilter::OFF,
-            -2 => LevelFilter::ERROR,
-            -1 => LevelFilter::WARN,
-            0 => LevelFilter::INFO,
-            1 => LevelFilter::DEBUG,
-            _ => LevelFilter::TRACE,
-        });
+    let level = std::env::var("LASTCALL_LOG").ok().and_then(|v| LevelFilter::from_str(v.trim()).ok()).unwrap_or(match cfg.verbosity {
+        i8::MIN..=-3 => LevelFilter::OFF,
+        -2 => LevelFilter::ERROR,
+        -1 => LevelFilter::WARN,
+        0 => LevelFilter::INFO,
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    });
     let layer = Lines { json: cfg.json }.with_filter(level);
     // Fails only if a subscriber is already set (unit tests).
     let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
@@ -153,13 +150,7 @@ fn rfc3339_millis(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_millis())
 }
 
 #[cfg(test)]

@@ -41,15 +41,16 @@ fn never_written(maps: &str, path: &str) -> Vec<(usize, usize)> {
                 return None;
             }
             let (start, end) = range.split_once('-')?;
-            Some((usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?, perms, u64::from_str_radix(offset, 16).ok()?))
+            Some((
+                usize::from_str_radix(start, 16).ok()?,
+                usize::from_str_radix(end, 16).ok()?,
+                perms,
+                u64::from_str_radix(offset, 16).ok()?,
+            ))
         })
         .collect();
     let Some(code_offset) = mappings.iter().filter(|m| m.2 == "r-xp").map(|m| m.3).min() else { return vec![] };
-    mappings
-        .iter()
-        .filter(|m| m.2 == "r-xp" || (m.2 == "r--p" && m.3 < code_offset))
-        .map(|m| (m.0, m.1))
-        .collect()
+    mappings.iter().filter(|m| m.2 == "r-xp" || (m.2 == "r--p" && m.3 < code_offset)).map(|m| (m.0, m.1)).collect()
 }
 
 #[cfg(test)]

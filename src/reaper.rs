@@ -38,7 +38,11 @@ pub fn reap(mut on_exit: impl FnMut(Pid, i32)) -> Remaining {
 pub fn become_subreaper() -> Result<(), Errno> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc == 0 { Ok(()) } else { Err(Errno::last()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
 }
 
 /// Every process in /proc, with its parent's pid (field 4 of
@@ -62,11 +66,7 @@ fn processes() -> Vec<(Pid, Option<i32>)> {
 /// (descendants are reparented to it as their parents die).
 pub fn leftovers(is_pid1: bool) -> Vec<Pid> {
     let me = nix::unistd::getpid();
-    processes()
-        .into_iter()
-        .filter(|&(pid, ppid)| if is_pid1 { pid != me } else { ppid == Some(me.as_raw()) })
-        .map(|(pid, _)| pid)
-        .collect()
+    processes().into_iter().filter(|&(pid, ppid)| if is_pid1 { pid != me } else { ppid == Some(me.as_raw()) }).map(|(pid, _)| pid).collect()
 }
 
 /// Signal every process lastcall answers for (see `leftovers`): as PID 1

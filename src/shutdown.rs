@@ -62,12 +62,16 @@ pub enum Action {
 pub enum Phase {
     Running,
     /// `requested`: started by a preStop request, so no STOP at its end.
-    Draining { requested: bool },
+    Draining {
+        requested: bool,
+    },
     /// A requested drain is over; waiting for the stop signal.
     Drained,
     Stopping,
     /// The main child is gone; other processes may remain until `until`.
-    Leftovers { until: Option<Instant> },
+    Leftovers {
+        until: Option<Instant>,
+    },
     Killed,
     Done,
 }

@@ -43,9 +43,7 @@ pub const IGNORED: &[i32] = &[libc::SIGTTIN, libc::SIGTTOU];
 /// Every signal lastcall catches and forwards (1..=31 less NOT_FORWARDED,
 /// and the real-time range glibc leaves to applications).
 pub fn forwarded() -> impl Iterator<Item = i32> {
-    (1..32)
-        .filter(|s| !NOT_FORWARDED.contains(s))
-        .chain(libc::SIGRTMIN()..=libc::SIGRTMAX())
+    (1..32).filter(|s| !NOT_FORWARDED.contains(s)).chain(libc::SIGRTMIN()..=libc::SIGRTMAX())
 }
 
 impl Signal {

@@ -76,8 +76,7 @@ pub fn stopped_at() -> Option<Instant> {
 /// blocked mask is inherited by threads started afterwards, so call it
 /// before starting any (the sidecar calls it early for that reason).
 pub fn install_signal_source() -> Result<signals::SignalSource, Failure> {
-    signals::SignalSource::install(signals::forwarded().chain([SIGCHLD.0]))
-        .map_err(|e| Failure::Setup(format!("signal handling: {e}")))
+    signals::SignalSource::install(signals::forwarded().chain([SIGCHLD.0])).map_err(|e| Failure::Setup(format!("signal handling: {e}")))
 }
 
 /// Run `init.command` under lastcall and return the exit code for lastcall.
@@ -164,10 +163,7 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
             }
         };
         let (signals_ready, wake_ready, control_ready) = {
-            let mut fds = vec![
-                PollFd::new(signal_source.fd(), PollFlags::POLLIN),
-                PollFd::new(wake_read.as_fd(), PollFlags::POLLIN),
-            ];
+            let mut fds = vec![PollFd::new(signal_source.fd(), PollFlags::POLLIN), PollFd::new(wake_read.as_fd(), PollFlags::POLLIN)];
             if let Some(server) = &control {
                 fds.extend(server.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
             }
@@ -312,7 +308,9 @@ impl Supervisor<'_> {
                         unsafe { libc::sched_yield() };
                         let target = if self.init.process_group { "process group" } else { "process" };
                         match sent {
-                            Ok(()) => info!(t_ms, signal = %to, pid = self.child.pid.as_raw(), target, kill_in_ms, "stop signal sent to the app"),
+                            Ok(()) => {
+                                info!(t_ms, signal = %to, pid = self.child.pid.as_raw(), target, kill_in_ms, "stop signal sent to the app")
+                            }
                             Err(e) => warn!(t_ms, signal = %to, error = %e, "could not send the stop signal"),
                         }
                     }

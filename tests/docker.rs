@@ -218,11 +218,7 @@ fn ignored_term_is_killed_by_lastcall_before_docker_does() {
     // Docker logs a `kill` event per signal it sends: TERM (15), and 9 only if it had to kill.
     let sent = c.docker_signals_since(&since);
     ensure!(c, sent == ["15"], "signals Docker sent: {sent:?}");
-    ensure!(
-        c,
-        c.stderr().iter().any(|l| l.contains("SIGKILL")),
-        "lastcall's log does not say SIGKILL"
-    );
+    ensure!(c, c.stderr().iter().any(|l| l.contains("SIGKILL")), "lastcall's log does not say SIGKILL");
     ensure!(c, !c.stdout().iter().any(|l| l == "exiting"), "the app exited by itself");
 }
 
@@ -422,8 +418,7 @@ mod harness {
             // (ring: CARGO_MANIFEST_DIR) would rebuild, here and in the next plain build.
             for (key, _) in std::env::vars_os() {
                 let key = key.to_string_lossy();
-                let per_test =
-                    ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_CRATE_", "CARGO_PRIMARY_", "CARGO_TARGET_TMPDIR"];
+                let per_test = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_CRATE_", "CARGO_PRIMARY_", "CARGO_TARGET_TMPDIR"];
                 if per_test.iter().any(|p| key.starts_with(p)) {
                     cargo.env_remove(&*key);
                 }
@@ -631,12 +626,7 @@ mod harness {
 
     impl Container {
         fn named() -> Container {
-            Container {
-                name: unique("container"),
-                lines: Arc::default(),
-                follower: Mutex::new(None),
-                terminal: None,
-            }
+            Container { name: unique("container"), lines: Arc::default(), follower: Mutex::new(None), terminal: None }
         }
 
         /// `docker run -d [OPTS] IMAGE [CMD]`, followed by `docker logs -f`.
@@ -686,9 +676,9 @@ mod harness {
 
         /// The first stdout line (or terminal line) that satisfies `pred`; fails after EVENT_LIMIT.
         pub fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-            let found = self.lines.wait(EVENT_LIMIT, |state| {
-                state.lines.iter().find(|(s, l)| *s != Stream::Err && pred(l)).map(|(_, l)| l.clone())
-            });
+            let found = self
+                .lines
+                .wait(EVENT_LIMIT, |state| state.lines.iter().find(|(s, l)| *s != Stream::Err && pred(l)).map(|(_, l)| l.clone()));
             found.unwrap_or_else(|| self.fail(&format!("no line {what:?} (waited up to {EVENT_LIMIT:?})")))
         }
 

@@ -108,10 +108,7 @@ fn wait_watch(p: &mut Proc, api: &ApiServer) {
 /// of the stop signal `sent`.
 #[track_caller]
 fn check_term(p: &mut Proc, sent: u64, got: u64, not_before: u64, within: u64) {
-    p.check(
-        got >= not_before,
-        format!("the app got TERM {} too early", secs(not_before.saturating_sub(got))),
-    );
+    p.check(got >= not_before, format!("the app got TERM {} too early", secs(not_before.saturating_sub(got))));
     p.check(got - sent < within, format!("the app got TERM {} after the stop signal, not within {}", secs(got - sent), secs(within)));
 }
 
@@ -259,7 +256,11 @@ fn publish_not_ready_addresses() {
     let got = p.expect_signal(SIGTERM).mono();
     check_term(&mut p, sent, got, deleted + 800 * MS + PROPAGATION, 10 * SEC);
     let ep = &api.get_object("endpointslices", &slices[0])["endpoints"][0]["conditions"];
-    assert_eq!((ep["ready"].clone(), ep["terminating"].clone()), (json!(true), json!(true)), "the double must model publishNotReadyAddresses");
+    assert_eq!(
+        (ep["ready"].clone(), ep["terminating"].clone()),
+        (json!(true), json!(true)),
+        "the double must model publishNotReadyAddresses"
+    );
 }
 
 /// A dual-stack Service has two slices, and the pod is in both: the flip in
@@ -571,10 +572,11 @@ fn prestop_drain_mode() {
     let api = cluster();
     let dir = api.dir();
     let (token, ca) = (dir.join("token"), dir.join("ca.crt"));
-    let mut args: Vec<std::ffi::OsString> = ["drain", "--drain", "k8s", "--grace-period", "30s", "--drain-delay", "20s", "--propagation-delay", "1s"]
-        .iter()
-        .map(Into::into)
-        .collect();
+    let mut args: Vec<std::ffi::OsString> =
+        ["drain", "--drain", "k8s", "--grace-period", "30s", "--drain-delay", "20s", "--propagation-delay", "1s"]
+            .iter()
+            .map(Into::into)
+            .collect();
     args.extend(["--k8s-token-file".into(), token.into_os_string(), "--k8s-ca-file".into(), ca.into_os_string()]);
     let deleted = mono_ns();
     api.delete_pod("web-1", None, Flip::AfterMs(1000));
@@ -652,7 +654,10 @@ fn service_selector_narrows_requests() {
     check_term(&mut p, sent, got, flipped + PROPAGATION, 10 * SEC);
     let st = api.stats();
     assert!(
-        st.requests.iter().filter(|r| r.kind == "list" || r.kind == "watch").all(|r| r.path.contains("labelSelector=kubernetes.io%2Fservice-name%3Dweb")),
+        st.requests
+            .iter()
+            .filter(|r| r.kind == "list" || r.kind == "watch")
+            .all(|r| r.path.contains("labelSelector=kubernetes.io%2Fservice-name%3Dweb")),
         "{:?}",
         st.requests
     );

@@ -198,11 +198,16 @@ fn drain_without_pid1_runs_the_delay_itself() {
 fn drain_without_pid1_never_exceeds_the_drain_budget() {
     let t0 = mono_ns();
     let mut c = lastcall_drain(&[
-        "--control-socket", "off",
-        "--drain-delay", "30s",
-        "--grace-period", "4s",
-        "--kill-margin", "1s",
-        "--stop-budget", "1s",
+        "--control-socket",
+        "off",
+        "--drain-delay",
+        "30s",
+        "--grace-period",
+        "4s",
+        "--kill-margin",
+        "1s",
+        "--stop-budget",
+        "1s",
     ]);
     let done = c.expect_exit_code(0);
     c.check(done + SLACK >= t0 + 2 * SEC, format!("returned {} after start: before the 2s budget", secs(done - t0)));
@@ -252,11 +257,7 @@ mod sidecar {
             Ok(httparse::Status::Complete(n)) => n,
             other => panic!("not an HTTP answer ({other:?}): {:?}", String::from_utf8_lossy(&buf)),
         };
-        let allow = r
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("allow"))
-            .map(|h| String::from_utf8_lossy(h.value).into_owned());
+        let allow = r.headers.iter().find(|h| h.name.eq_ignore_ascii_case("allow")).map(|h| String::from_utf8_lossy(h.value).into_owned());
         Answer { status: r.code.unwrap_or(0), allow, body: String::from_utf8_lossy(&buf[n..]).into_owned(), at }
     }
 
@@ -342,7 +343,10 @@ mod sidecar {
         for x in [&a, &b] {
             p.check(x.status == 200, format!("/drain: {} {:?}", x.status, x.body));
             p.check(x.body.starts_with("drained: "), format!("/drain body {:?}", x.body));
-            p.check(x.at + SLACK >= t0 + 2 * SEC, format!("/drain answered {} after the first request: before the 2s drain", secs(x.at - t0)));
+            p.check(
+                x.at + SLACK >= t0 + 2 * SEC,
+                format!("/drain answered {} after the first request: before the 2s drain", secs(x.at - t0)),
+            );
         }
         p.check(a.at.abs_diff(b.at) < SEC, format!("/drain answers {} apart: two drains, not one", secs(a.at.abs_diff(b.at))));
         p.check(health.at < a.at.min(b.at), "/healthz was answered only after the drain");
@@ -470,7 +474,6 @@ mod sidecar {
         }
     }
 
-
     both_modes! {
         /// The wrapped helper outlives the app: on SIGTERM it keeps running
         /// while the test's "app" port accepts connections, and gets its TERM
@@ -572,7 +575,10 @@ mod k8s {
     fn check_ended(p: &mut Proc, deleted: u64, ended: u64) {
         let earliest = deleted + FLIP_MS * MS + SEC;
         p.check(ended >= earliest, format!("the drain ended {} before flip + propagation", secs(earliest.saturating_sub(ended))));
-        p.check(ended - deleted < 10 * SEC, format!("the drain ended {} after the deletion: the fallback, not the endpoint", secs(ended - deleted)));
+        p.check(
+            ended - deleted < 10 * SEC,
+            format!("the drain ended {} after the deletion: the fallback, not the endpoint", secs(ended - deleted)),
+        );
     }
 
     /// `lastcall drain` as the hook of an image without lastcall PID 1.

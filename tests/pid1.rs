@@ -25,7 +25,6 @@ mod support;
 use libc::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use support::{secs, Mode, Proc, Run, TempDir, GUARD, MS, SEC};
 
-
 /// Options for drain tests: KILL at 9 s, and the drain may use all but 1 s of
 /// that, so a drain delay of a few seconds is never clamped.
 const DRAIN_OPTS: [&str; 6] = ["--grace-period", "10s", "--kill-margin", "1s", "--stop-budget", "1s"];
@@ -33,8 +32,7 @@ const DRAIN_OPTS: [&str; 6] = ["--grace-period", "10s", "--kill-margin", "1s", "
 /// Options for drains that must not end on their own during the test: 30 s
 /// of drain inside a 60 s grace period. Tests using them assert that
 /// something happens well before 30 s.
-const LONG_DRAIN_OPTS: [&str; 8] =
-    ["--grace-period", "60s", "--kill-margin", "1s", "--stop-budget", "1s", "--drain-delay", "30s"];
+const LONG_DRAIN_OPTS: [&str; 8] = ["--grace-period", "60s", "--kill-margin", "1s", "--stop-budget", "1s", "--drain-delay", "30s"];
 
 /// Sends WINCH to lastcall and waits for the app to print it. Every signal sent to lastcall before this call has been processed by
 /// lastcall once it returns (see the module doc). The app must print WINCH.

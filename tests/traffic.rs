@@ -25,7 +25,6 @@ use std::time::Duration;
 use libc::SIGTERM;
 use support::{mono_ns, secs, Mode, Proc, Run, MS, SEC};
 
-
 /// KILL at 19 s, and the drain may use all but 1 s of that: no test here
 /// gets near it unless it means to.
 const GRACE: [&str; 6] = ["--grace-period", "20s", "--kill-margin", "1s", "--stop-budget", "1s"];
@@ -433,6 +432,8 @@ fn k8s_then_traffic() {
     );
     p.check(
         matches!((gone, delay, watching, quiet), (Some(g), Some(d), Some(w), Some(q)) if g < d && d < w && w < q),
-        format!("log order: endpoint gone at {gone:?}, propagation delay at {delay:?}, traffic watched at {watching:?}, quiet at {quiet:?}"),
+        format!(
+            "log order: endpoint gone at {gone:?}, propagation delay at {delay:?}, traffic watched at {watching:?}, quiet at {quiet:?}"
+        ),
     );
 }

@@ -65,9 +65,7 @@ pub fn wait(ctx: &Ctx) -> Outcome {
 
 /// Whether `port` accepts connections on IPv4 or IPv6 loopback.
 fn port_open(port: u16, until: Instant) -> bool {
-    [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]
-        .into_iter()
-        .any(|ip| probe(SocketAddr::new(ip, port), until))
+    [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)].into_iter().any(|ip| probe(SocketAddr::new(ip, port), until))
 }
 
 fn probe(addr: SocketAddr, until: Instant) -> bool {

@@ -94,8 +94,7 @@ mod imp {
         let hub = Arc::new(Hub::new(shutdown.drain.clone(), shutdown.budget));
         let listening = listen_addr(&sc.listen).is_some();
         if let Some(addr) = listen_addr(&sc.listen) {
-            let listener =
-                TcpListener::bind(addr).map_err(|e| Failure::Setup(format!("cannot listen on {addr} (--listen): {e}")))?;
+            let listener = TcpListener::bind(addr).map_err(|e| Failure::Setup(format!("cannot listen on {addr} (--listen): {e}")))?;
             let local = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
             info!(addr = %local, "listening for GET /drain and GET /healthz");
             if shutdown.drain.strategies.is_empty() {
@@ -230,7 +229,9 @@ struct HubState {
 enum DrainState {
     Idle,
     /// `kill_at`: when the drain's own plan ends; no one waits past it.
-    Running { kill_at: std::time::Instant },
+    Running {
+        kill_at: std::time::Instant,
+    },
     Done(String),
 }
 
@@ -600,11 +601,8 @@ mod tests {
             let (sc, init, _) = sidecar(args);
             assert_eq!(usage_problem(&sc, &init), None, "{args:?}");
         }
-        let bad: &[&[&str]] = &[
-            &["sidecar", "--listen", "off"],
-            &["sidecar", "--wait-port", "8080"],
-            &["sidecar", "--wait-port", "0", "--", "p"],
-        ];
+        let bad: &[&[&str]] =
+            &[&["sidecar", "--listen", "off"], &["sidecar", "--wait-port", "8080"], &["sidecar", "--wait-port", "0", "--", "p"]];
         for args in bad {
             let (sc, init, _) = sidecar(args);
             let p = usage_problem(&sc, &init).unwrap_or_else(|| panic!("{args:?} accepted"));

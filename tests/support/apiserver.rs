@@ -48,23 +48,11 @@ pub struct Conditions {
 
 impl Conditions {
     /// A ready, serving, not terminating endpoint.
-    pub const READY: Conditions = Conditions {
-        ready: Some(true),
-        serving: Some(true),
-        terminating: Some(false),
-    };
+    pub const READY: Conditions = Conditions { ready: Some(true), serving: Some(true), terminating: Some(false) };
     /// What the EndpointSlice controller writes for a deleted pod that is still Ready.
-    pub const TERMINATING: Conditions = Conditions {
-        ready: Some(false),
-        serving: Some(true),
-        terminating: Some(true),
-    };
+    pub const TERMINATING: Conditions = Conditions { ready: Some(false), serving: Some(true), terminating: Some(true) };
     /// All three conditions nil (`"conditions": {}`).
-    pub const NIL: Conditions = Conditions {
-        ready: None,
-        serving: None,
-        terminating: None,
-    };
+    pub const NIL: Conditions = Conditions { ready: None, serving: None, terminating: None };
 
     fn put(&self, v: &mut Value) {
         v["ready"] = json!(self.ready);
@@ -126,10 +114,7 @@ pub struct StartOptions {
 
 impl Default for StartOptions {
     fn default() -> Self {
-        StartOptions {
-            namespace: "default".into(),
-            ipv6: false,
-        }
+        StartOptions { namespace: "default".into(), ipv6: false }
     }
 }
 
@@ -156,10 +141,7 @@ impl ApiServer {
 
     pub fn start_with(opts: &StartOptions) -> ApiServer {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let root = std::env::temp_dir().join(format!(
             "lastcall-apiserver-{}-{}-{}",
             std::process::id(),
@@ -171,11 +153,7 @@ impl ApiServer {
         let log = std::fs::File::create(root.join("apiserver.log")).expect("create apiserver log");
         let python = std::env::var("LASTCALL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let mut cmd = Command::new(python);
-        cmd.arg(SCRIPT)
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--namespace")
-            .arg(&opts.namespace);
+        cmd.arg(SCRIPT).arg("--dir").arg(&dir).arg("--namespace").arg(&opts.namespace);
         if opts.ipv6 {
             cmd.arg("--ipv6");
         }
@@ -201,14 +179,7 @@ impl ApiServer {
                 }
             }
         });
-        let mut server = ApiServer {
-            child,
-            io: Mutex::new(Io { stdin, lines }),
-            root,
-            dir,
-            port: 0,
-            ipv6: opts.ipv6,
-        };
+        let mut server = ApiServer { child, io: Mutex::new(Io { stdin, lines }), root, dir, port: 0, ipv6: opts.ipv6 };
         let first = server.recv_line(REPLY_TIMEOUT, "the READY line");
         server.port = first
             .strip_prefix("READY port=")
@@ -219,11 +190,7 @@ impl ApiServer {
 
     /// `https://127.0.0.1:PORT` (or `https://[::1]:PORT`).
     pub fn url(&self) -> String {
-        format!(
-            "https://{}:{}",
-            if self.ipv6 { "[::1]" } else { "127.0.0.1" },
-            self.port
-        )
+        format!("https://{}:{}", if self.ipv6 { "[::1]" } else { "127.0.0.1" }, self.port)
     }
 
     pub fn host(&self) -> &'static str {
@@ -262,10 +229,7 @@ impl ApiServer {
 
     /// `KUBERNETES_SERVICE_HOST` / `KUBERNETES_SERVICE_PORT` as a pod would see them.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("KUBERNETES_SERVICE_HOST".into(), self.host().into()),
-            ("KUBERNETES_SERVICE_PORT".into(), self.port.to_string()),
-        ]
+        vec![("KUBERNETES_SERVICE_HOST".into(), self.host().into()), ("KUBERNETES_SERVICE_PORT".into(), self.port.to_string())]
     }
 
     /// Everything the server logged so far (one line per API request).
@@ -284,15 +248,11 @@ impl ApiServer {
             let mut io = self.io.lock().unwrap_or_else(|e| e.into_inner());
             match writeln!(io.stdin, "{c}").and_then(|_| io.stdin.flush()) {
                 Err(e) => Err(format!("writing command {c}: {e}")),
-                Ok(()) => io
-                    .lines
-                    .recv_timeout(timeout)
-                    .map_err(|e| format!("no reply to {c}: {e:?}")),
+                Ok(()) => io.lines.recv_timeout(timeout).map_err(|e| format!("no reply to {c}: {e:?}")),
             }
         };
         let line = reply.unwrap_or_else(|msg| self.fail(&msg));
-        serde_json::from_str(&line)
-            .unwrap_or_else(|e| self.fail(&format!("bad reply {line:?}: {e}")))
+        serde_json::from_str(&line).unwrap_or_else(|e| self.fail(&format!("bad reply {line:?}: {e}")))
     }
 
     /// Like [`cmd`](Self::cmd) but panics unless the reply has `"ok": true`.
@@ -318,21 +278,12 @@ impl ApiServer {
     /// Full form: `{"name", "ip" | "ips": [..], "uid", "grace", "ready", "node", "labels", "namespace"}`.
     pub fn add_pod_json(&self, mut spec: Value) -> String {
         spec["cmd"] = json!("add_pod");
-        self.cmd_ok(spec)["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.cmd_ok(spec)["uid"].as_str().unwrap_or_default().to_string()
     }
 
     /// Add a Service with `slices` EndpointSlices per family (`"IPv4"`, `"IPv6"` or `"dual"`);
     /// returns the generated slice names (index order used by `slice` arguments).
-    pub fn add_service(
-        &self,
-        name: &str,
-        slices: u32,
-        publish_not_ready_addresses: bool,
-        ip_family: &str,
-    ) -> Vec<String> {
+    pub fn add_service(&self, name: &str, slices: u32, publish_not_ready_addresses: bool, ip_family: &str) -> Vec<String> {
         let r = self.cmd_ok(json!({"cmd": "add_service", "name": name, "slices": slices,
             "publishNotReadyAddresses": publish_not_ready_addresses, "ip_family": ip_family}));
         strings(&r["slices"])
@@ -341,25 +292,15 @@ impl ApiServer {
     /// Add `pod` to slice number `slice` of `service` with the conditions the controller would
     /// compute from the pod; returns the slice name.
     pub fn add_endpoint(&self, service: &str, slice: usize, pod: &str) -> String {
-        let r = self
-            .cmd_ok(json!({"cmd": "add_endpoint", "service": service, "slice": slice, "pod": pod}));
+        let r = self.cmd_ok(json!({"cmd": "add_endpoint", "service": service, "slice": slice, "pod": pod}));
         r["slice"].as_str().unwrap_or_default().to_string()
     }
 
     /// Add an endpoint with explicit conditions (`None` = field omitted).
-    pub fn add_endpoint_with(
-        &self,
-        service: &str,
-        slice: usize,
-        pod: &str,
-        c: Conditions,
-    ) -> String {
+    pub fn add_endpoint_with(&self, service: &str, slice: usize, pod: &str, c: Conditions) -> String {
         let mut v = json!({"cmd": "add_endpoint", "service": service, "slice": slice, "pod": pod});
         c.put(&mut v);
-        self.cmd_ok(v)["slice"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.cmd_ok(v)["slice"].as_str().unwrap_or_default().to_string()
     }
 
     /// Set all three conditions of `pod`'s endpoints in `service` (`None` = nil); returns the
@@ -371,10 +312,7 @@ impl ApiServer {
     }
 
     pub fn remove_endpoint(&self, service: &str, pod: &str) -> Vec<String> {
-        strings(
-            &self.cmd_ok(json!({"cmd": "remove_endpoint", "service": service, "pod": pod}))
-                ["slices"],
-        )
+        strings(&self.cmd_ok(json!({"cmd": "remove_endpoint", "service": service, "pod": pod}))["slices"])
     }
 
     /// Graceful delete: deletionTimestamp = now + grace (default: the pod's
@@ -386,17 +324,13 @@ impl ApiServer {
             Flip::AfterMs(ms) => (true, ms),
             Flip::Never => (false, 0),
         };
-        self.cmd_ok(
-            json!({"cmd": "delete_pod", "name": name, "grace_seconds": grace_seconds,
-            "flip": flip, "flip_after_ms": after}),
-        )
+        self.cmd_ok(json!({"cmd": "delete_pod", "name": name, "grace_seconds": grace_seconds,
+            "flip": flip, "flip_after_ms": after}))
     }
 
     /// Change PodReady; endpoints follow (serving = ready) as the controller would.
     pub fn set_pod_ready(&self, name: &str, ready: bool) -> Vec<String> {
-        strings(
-            &self.cmd_ok(json!({"cmd": "set_pod_ready", "name": name, "ready": ready}))["slices"],
-        )
+        strings(&self.cmd_ok(json!({"cmd": "set_pod_ready", "name": name, "ready": ready}))["slices"])
     }
 
     /// Delete the Pod object (404 afterwards) and drop its endpoints.
@@ -475,17 +409,12 @@ impl ApiServer {
     /// Compact history at the current RV: older watch RVs / continue tokens get 410 Expired.
     /// Returns the compaction RV.
     pub fn compact(&self) -> String {
-        self.cmd_ok(json!({"cmd": "compact"}))["compacted"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.cmd_ok(json!({"cmd": "compact"}))["compacted"].as_str().unwrap_or_default().to_string()
     }
 
     /// Send a BOOKMARK now to every watch opened with allowWatchBookmarks; returns how many.
     pub fn bookmark(&self) -> u64 {
-        self.cmd_ok(json!({"cmd": "bookmark"}))["watchers"]
-            .as_u64()
-            .unwrap_or(0)
+        self.cmd_ok(json!({"cmd": "bookmark"}))["watchers"].as_u64().unwrap_or(0)
     }
 
     /// End every open watch cleanly (as a timeout or apiserver restart does).
@@ -510,14 +439,8 @@ impl ApiServer {
 
     pub fn stats(&self) -> Stats {
         let r = self.cmd_ok(json!({"cmd": "stats"}));
-        let counts = r["counts"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let counts =
+            r["counts"].as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect()).unwrap_or_default();
         let requests = r["requests"]
             .as_array()
             .map(|a| {
@@ -545,16 +468,13 @@ impl ApiServer {
     /// Block until at least `count` watches are open (any resource); false on timeout.
     pub fn wait_watches(&self, count: usize, timeout: Duration) -> bool {
         let ms = timeout.as_millis() as u64;
-        self.cmd(json!({"cmd": "wait_watches", "count": count, "timeout_ms": ms}))["ok"]
-            == json!(true)
+        self.cmd(json!({"cmd": "wait_watches", "count": count, "timeout_ms": ms}))["ok"] == json!(true)
     }
 
     /// Block until at least `count` requests of `kind` were counted; false on timeout.
     pub fn wait_requests(&self, kind: &str, count: u64, timeout: Duration) -> bool {
         let ms = timeout.as_millis() as u64;
-        self.cmd(json!({"cmd": "wait_requests", "kind": kind, "count": count, "timeout_ms": ms}))
-            ["ok"]
-            == json!(true)
+        self.cmd(json!({"cmd": "wait_requests", "kind": kind, "count": count, "timeout_ms": ms}))["ok"] == json!(true)
     }
 
     // ---- internals ----
@@ -575,21 +495,14 @@ impl ApiServer {
     }
 
     fn fail(&self, msg: &str) -> ! {
-        panic!(
-            "apiserver double: {msg}\n---- apiserver log ----\n{}",
-            tail(&self.log(), 60)
-        );
+        panic!("apiserver double: {msg}\n---- apiserver log ----\n{}", tail(&self.log(), 60));
     }
 }
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "---- apiserver log ({}) ----\n{}",
-                self.url(),
-                tail(&self.log(), 200)
-            );
+            eprintln!("---- apiserver log ({}) ----\n{}", self.url(), tail(&self.log(), 200));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -598,13 +511,7 @@ impl Drop for ApiServer {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
 fn tail(s: &str, n: usize) -> String {

@@ -64,12 +64,7 @@ pub fn testapp() -> PathBuf {
     });
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/testapp.rs");
     if let (Ok(bin_t), Ok(src_t)) = (meta.modified(), std::fs::metadata(&src).and_then(|m| m.modified())) {
-        assert!(
-            bin_t >= src_t,
-            "{} is older than {}: run cargo build --examples",
-            path.display(),
-            src.display()
-        );
+        assert!(bin_t >= src_t, "{} is older than {}: run cargo build --examples", path.display(), src.display());
     }
     path
 }
@@ -93,11 +88,7 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "lastcall-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
+        let dir = std::env::temp_dir().join(format!("lastcall-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
@@ -168,9 +159,7 @@ fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
 /// recycled pid, so it is what Drop uses.
 fn pidfd_kill(fd: &OwnedFd, sig: c_int) -> std::io::Result<()> {
     // SAFETY: pidfd_send_signal(2) with a valid pidfd, no siginfo, no flags.
-    let r = unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
-    };
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0) };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -197,7 +186,8 @@ unsafe fn raw_set_disposition(sig: c_int, handler: libc::sighandler_t) -> std::i
     let sa = KernelSigaction { handler, flags: 0, restorer: 0, mask: 0 };
     // SAFETY: `sa` is a valid kernel sigaction; no old action is requested;
     // 8 is the kernel's sigset size on x86_64.
-    let r = unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, &sa as *const KernelSigaction, std::ptr::null_mut::<KernelSigaction>(), 8) };
+    let r =
+        unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, &sa as *const KernelSigaction, std::ptr::null_mut::<KernelSigaction>(), 8) };
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -321,17 +311,11 @@ pub fn children_of(pid: i32) -> Vec<i32> {
 /// The value of one `Key:` line of /proc/PID/status.
 pub fn status_field(pid: i32, key: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
-        .map(|v| v.trim().to_string())
+    status.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':'))).map(|v| v.trim().to_string())
 }
 
 fn format_tree(tree: &[ProcEntry]) -> String {
-    tree.iter()
-        .map(|e| format!("{} (ppid {}) {} {}", e.pid, e.ppid, e.state, e.comm))
-        .collect::<Vec<_>>()
-        .join("\n")
+    tree.iter().map(|e| format!("{} (ppid {}) {} {}", e.pid, e.ppid, e.state, e.comm)).collect::<Vec<_>>().join("\n")
 }
 
 // ---------------------------------------------------------------------------
@@ -541,11 +525,7 @@ impl Line {
 
     /// The MONO_NS timestamp of a `[daemon ]signal NAME MONO_NS` line.
     pub fn mono(&self) -> u64 {
-        self.text
-            .rsplit(' ')
-            .next()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("no timestamp in {:?}", self.text))
+        self.text.rsplit(' ').next().and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("no timestamp in {:?}", self.text))
     }
 }
 

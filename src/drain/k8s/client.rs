@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use ureq_proto::client::{Call, RecvResponseResult, SendRequestResult};
 use ureq_proto::client::state::RecvBody;
+use ureq_proto::client::{Call, RecvResponseResult, SendRequestResult};
 use ureq_proto::http;
 
 use super::slices::decode_status;

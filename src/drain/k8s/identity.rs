@@ -72,9 +72,7 @@ pub fn resolve(cfg: &K8sConfig, src: &Sources) -> Result<Identity, String> {
     let namespace = nonempty(&cfg.namespace)
         .or_else(|| nonempty(&src.env_namespace))
         .or_else(|| nonempty(&src.namespace_file))
-        .ok_or_else(|| {
-            "cannot tell the namespace: no --namespace, no POD_NAMESPACE and no namespace file next to the token".to_string()
-        })?;
+        .ok_or_else(|| "cannot tell the namespace: no --namespace, no POD_NAMESPACE and no namespace file next to the token".to_string())?;
     for (what, value) in [("pod name", &name), ("namespace", &namespace)] {
         if !is_dns_subdomain(value) {
             return Err(format!("invalid {what} {value:?}: expected a DNS subdomain (lowercase letters, digits, '-', '.')"));
@@ -109,9 +107,7 @@ pub fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && s.split('.').all(|label| {
-            !label.is_empty() && !label.starts_with('-') && !label.ends_with('-') && label.len() <= 63
-        })
+        && s.split('.').all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-') && label.len() <= 63)
 }
 
 fn hostname() -> Option<String> {
@@ -201,8 +197,12 @@ mod tests {
 
     #[test]
     fn namespace_precedence() {
-        let mut src =
-            Sources { env_pod_name: Some("p".into()), env_namespace: Some("env-ns".into()), namespace_file: Some("file-ns".into()), ..Default::default() };
+        let mut src = Sources {
+            env_pod_name: Some("p".into()),
+            env_namespace: Some("env-ns".into()),
+            namespace_file: Some("file-ns".into()),
+            ..Default::default()
+        };
         let mut c = cfg();
         c.namespace = Some("flag-ns".into());
         assert_eq!(resolve(&c, &src).unwrap().namespace, "flag-ns");

@@ -474,7 +474,8 @@ impl Drain<'_> {
         if left.is_zero() {
             return None;
         }
-        let to_fallback = self.ctx.started.checked_add(self.ctx.cfg.delay).map_or(REQUEST_TIMEOUT_MAX, |t| t.saturating_duration_since(now));
+        let to_fallback =
+            self.ctx.started.checked_add(self.ctx.cfg.delay).map_or(REQUEST_TIMEOUT_MAX, |t| t.saturating_duration_since(now));
         Some(to_fallback.clamp(REQUEST_TIMEOUT_MIN, REQUEST_TIMEOUT_MAX).min(left))
     }
 
@@ -525,10 +526,9 @@ fn explain_list(e: &ApiError, namespace: &str, client: &Client) -> String {
 /// A failed request as one line: `head`, then what went wrong.
 fn explain(e: &ApiError, head: &str, client: &Client) -> String {
     match e {
-        ApiError::Status { code: 401, .. } => format!(
-            "{head}: 401 Unauthorized — the API server rejected the token in {}",
-            client.token_file().display()
-        ),
+        ApiError::Status { code: 401, .. } => {
+            format!("{head}: 401 Unauthorized — the API server rejected the token in {}", client.token_file().display())
+        }
         ApiError::Status { .. } | ApiError::Decode(_) => format!("{head}: {e}"),
         ApiError::Transport(t) => format!("{head}: {}: {t}", client.base()),
         ApiError::Setup(s) => s.clone(),
@@ -561,13 +561,7 @@ mod tests {
 
     #[test]
     fn paths() {
-        let id = Identity {
-            name: "web-1".into(),
-            namespace: "shop".into(),
-            ips: vec![],
-            name_from: "POD_NAME",
-            ips_from: "POD_IP",
-        };
+        let id = Identity { name: "web-1".into(), namespace: "shop".into(), ips: vec![], name_from: "POD_NAME", ips_from: "POD_IP" };
         assert_eq!(pod_path(&id), "/api/v1/namespaces/shop/pods/web-1");
         assert_eq!(slices_path("shop"), "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices");
     }

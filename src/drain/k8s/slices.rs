@@ -348,8 +348,7 @@ impl Tracker {
             self.slices.remove(&name);
             return;
         }
-        let in_service: Vec<bool> =
-            slice.endpoints.iter().filter(|ep| me.owns(ep)).map(|ep| ep.conditions.in_service()).collect();
+        let in_service: Vec<bool> = slice.endpoints.iter().filter(|ep| me.owns(ep)).map(|ep| ep.conditions.in_service()).collect();
         if in_service.is_empty() {
             self.slices.remove(&name);
         } else {
@@ -476,7 +475,8 @@ mod tests {
         let v6: Endpoint = endpoint(json!({"addresses": ["fd00:0:0::5"]})).unwrap();
         m.ips.push("fd00::5".parse().unwrap());
         assert!(m.owns(&v6), "IPv6 compared as addresses, not strings");
-        let other_ns = endpoint(json!({"addresses": ["10.1.1.1"], "targetRef": {"kind": "Pod", "namespace": "other", "name": "web-1"}})).unwrap();
+        let other_ns =
+            endpoint(json!({"addresses": ["10.1.1.1"], "targetRef": {"kind": "Pod", "namespace": "other", "name": "web-1"}})).unwrap();
         assert!(!m.owns(&other_ns));
     }
 
@@ -488,11 +488,14 @@ mod tests {
         let term = json!({"ready": false, "serving": true, "terminating": true});
         t.reset(
             &m,
-            &list("100", vec![
-                slice("web-a", "web", "90", json!([ep("web-1", "10.0.0.5", ready.clone()), ep("web-2", "10.0.0.6", ready.clone())])),
-                slice("web-b", "web", "91", json!([ep("web-1", "10.0.0.5", ready.clone())])),
-                slice("db-a", "db", "92", json!([ep("db-1", "10.0.0.7", ready.clone())])),
-            ]),
+            &list(
+                "100",
+                vec![
+                    slice("web-a", "web", "90", json!([ep("web-1", "10.0.0.5", ready.clone()), ep("web-2", "10.0.0.6", ready.clone())])),
+                    slice("web-b", "web", "91", json!([ep("web-1", "10.0.0.5", ready.clone())])),
+                    slice("db-a", "db", "92", json!([ep("db-1", "10.0.0.7", ready.clone())])),
+                ],
+            ),
         );
         assert_eq!((t.listed, t.rv.as_str()), (3, "100"));
         assert_eq!(t.summary(), Summary { slices: 2, entries: 2, in_service: 2 });
