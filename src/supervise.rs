@@ -284,7 +284,7 @@ impl Supervisor<'_> {
                 let inbox = self.inbox.clone();
                 let pid = self.child.pid.as_raw();
                 let spawned = std::thread::Builder::new().name("drain".into()).stack_size(512 * 1024).spawn(move || {
-                    let why = drain::run(&cfg, now, until, None, Some(pid), Arc::new(inbox.clone()));
+                    let why = drain::run(&cfg, now, until, None, Some(pid), Arc::new(inbox.clone())).why;
                     inbox.send(Event::DrainDone(why));
                 });
                 if let Err(e) = spawned {

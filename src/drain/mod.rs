@@ -36,6 +36,17 @@ pub enum Outcome {
     Fallback(String),
 }
 
+/// How a drain ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ended {
+    /// Why it ended, for the log and the `/drain` answer.
+    pub why: String,
+    /// A strategy saw that the pod is not being deleted (its Pod object has
+    /// no deletionTimestamp): no endpoint will flip, and a drain asked for
+    /// without a real shutdown must not count as done for the next one.
+    pub not_deleting: bool,
+}
+
 /// Messages a strategy can send to the supervisor while it runs.
 pub trait Notify: Send + Sync {
     /// The instant the kubelet will SIGKILL the pod, when it becomes known.
@@ -62,12 +73,19 @@ pub struct Ctx<'a> {
     /// The supervised app, whose sockets the traffic strategy watches.
     pub child_pid: Option<i32>,
     notify: Arc<dyn Notify>,
+    /// Set by `not_deleting`.
+    not_deleting: &'a Cell<bool>,
 }
 
 impl<'a> Ctx<'a> {
     #[cfg(test)]
     pub fn new(started: Instant, until: &'a Cell<Instant>, cfg: &'a DrainConfig, child_pid: Option<i32>, notify: Arc<dyn Notify>) -> Self {
-        Ctx { started, until, budget: None, cfg, child_pid, notify }
+        Ctx { started, until, budget: None, cfg, child_pid, notify, not_deleting: Box::leak(Box::default()) }
+    }
+
+    /// Record that the pod is known not to be being deleted (see `Ended`).
+    pub fn not_deleting(&self) {
+        self.not_deleting.set(true);
     }
 
     /// The drain must be over by then.
@@ -98,7 +116,7 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Run the configured strategies in order; returns why the drain ended.
+/// Run the configured strategies in order; returns how the drain ended.
 /// `budget` is given where no supervisor bounds the drain (see
 /// `Ctx::hard_deadline`).
 pub fn run(
@@ -108,11 +126,25 @@ pub fn run(
     budget: Option<Budget>,
     child_pid: Option<i32>,
     notify: Arc<dyn Notify>,
+) -> Ended {
+    let not_deleting = Cell::new(false);
+    let why = chain(cfg, started, until, budget, child_pid, notify, &not_deleting);
+    Ended { why, not_deleting: not_deleting.get() }
+}
+
+fn chain(
+    cfg: &DrainConfig,
+    started: Instant,
+    until: Instant,
+    budget: Option<Budget>,
+    child_pid: Option<i32>,
+    notify: Arc<dyn Notify>,
+    not_deleting: &Cell<bool>,
 ) -> String {
     let mut why = String::from("nothing to drain");
     let until = Cell::new(until);
     for (i, &strategy) in cfg.strategies.iter().enumerate() {
-        let ctx = Ctx { started, until: &until, budget, cfg, child_pid, notify: notify.clone() };
+        let ctx = Ctx { started, until: &until, budget, cfg, child_pid, notify: notify.clone(), not_deleting };
         let outcome = match strategy {
             Strategy::Delay => delay::wait(&ctx),
             #[cfg(feature = "k8s")]

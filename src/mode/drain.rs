@@ -45,7 +45,7 @@ pub fn run(cfg: &ShutdownConfig) -> i32 {
     }
     let plan = cfg.budget.plan(start);
     info!(drain_max_ms = (plan.drain_until - start).as_millis(), "draining (no lastcall PID 1 here)");
-    let why = drain::run(&cfg.drain, start, plan.drain_until, Some(cfg.budget), None, Arc::new(drain::NoNotify));
+    let why = drain::run(&cfg.drain, start, plan.drain_until, Some(cfg.budget), None, Arc::new(drain::NoNotify)).why;
     info!(t_ms = start.elapsed().as_millis(), reason = %why, "drain ended");
     0
 }

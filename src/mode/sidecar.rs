@@ -316,7 +316,7 @@ impl Hub {
     }
 
     fn run_drain(&self, start: std::time::Instant, until: std::time::Instant) {
-        let why = crate::drain::run(&self.drain, start, until, Some(self.budget), None, std::sync::Arc::new(crate::drain::NoNotify));
+        let why = crate::drain::run(&self.drain, start, until, Some(self.budget), None, std::sync::Arc::new(crate::drain::NoNotify)).why;
         self.finish(start, why);
     }
 

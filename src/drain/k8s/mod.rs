@@ -224,6 +224,7 @@ impl Drain<'_> {
         }
         let Some(ts) = pod.deletion_timestamp.as_deref() else {
             self.not_deleted = true;
+            self.ctx.not_deleting();
             return Ok(());
         };
         match rfc3339::parse(ts) {
