@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-const USAGE: &str = "usage: testapp signals [--ignore SIG,...] [--exit-on SIG,...|none] [--exit-code N]
+const USAGE: &str = "usage: testapp signals [--ignore SIG,...] [--exit-on SIG,...|none] [--exit-code N] [--become-root]
        testapp status [--wait]
        testapp exit N
        testapp kill SIG
@@ -370,13 +370,23 @@ fn cmd_signals(args: &[String]) -> Result<c_int, String> {
     let mut ignore = Vec::new();
     let mut exit_on = vec![libc::SIGTERM];
     let mut exit_code = 0;
+    let mut become_root = false;
     let mut opts = Opts::new(args);
     while let Some((flag, inline)) = opts.next() {
         match flag {
+            "--become-root" => become_root = true,
             "--ignore" => ignore = parse_signal_list(opts.value(flag, inline)?)?,
             "--exit-on" => exit_on = parse_signal_list(opts.value(flag, inline)?)?,
             "--exit-code" => exit_code = parse_num(opts.value(flag, inline)?)?,
             other => return Err(format!("signals: unknown option {other:?}")),
+        }
+    }
+    if become_root {
+        // From a set-user-ID-root copy of testapp: make every uid 0, so a
+        // non-root parent may no longer signal it (kill(2) permission rules).
+        // SAFETY: setresuid has no memory-safety preconditions.
+        if unsafe { libc::setresuid(0, 0, 0) } != 0 {
+            return Err(format!("setresuid(0): {}", std::io::Error::last_os_error()));
         }
     }
     let pipe = SignalPipe::install(&catchable_signals(), &ignore);
@@ -408,7 +418,10 @@ fn cmd_status(args: &[String]) -> Result<c_int, String> {
     let tty_fg = unsafe { libc::tcgetpgrp(0) };
     say(&format!("pgid={pgid} sid={sid} tty_fg={tty_fg}"));
     // SAFETY: getppid has no preconditions.
-    say(&format!("ppid={}", unsafe { libc::getppid() }));
+    let ppid = unsafe { libc::getppid() };
+    say(&format!("ppid={ppid}"));
+    let cwd = |pid: &str| std::fs::read_link(format!("/proc/{pid}/cwd")).map_or_else(|e| format!("?{e}"), |p| p.display().to_string());
+    say(&format!("cwd={} parent_cwd={}", cwd("self"), cwd(&ppid.to_string())));
     if wait {
         say("ready");
         wait_for_term();

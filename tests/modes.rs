@@ -612,3 +612,127 @@ mod k8s {
         p.expect_exit_code(0);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Edges of the preStop path (issue 11)
+// ---------------------------------------------------------------------------
+
+/// A `lastcall drain` run by hand (`kubectl exec ... lastcall drain` to
+/// try the hook) and no stop signal after it: the app must never get
+/// SIGKILL without having been sent the stop signal. When the drain's
+/// plan runs out with no stop signal, lastcall goes back to running; a
+/// later stop signal then starts a whole new shutdown (a drain again).
+#[test]
+fn drain_request_without_stop_signal_never_kills() {
+    let dir = TempDir::new("ctl-nostop");
+    let opts = ["--grace-period", "4s", "--kill-margin", "1s", "--stop-budget", "1s", "--drain-delay", "1s"];
+    let (mut p, sock) = pid1_with_socket(&dir, &opts, &["signals"]);
+    ready(&mut p);
+    let mut hook = lastcall_drain(&["--control-socket", &sock]);
+    hook.expect_exit_code(0);
+    // The plan's SIGKILL time (3 s after the request) passes without a stop signal.
+    wait_stderr(&mut p, "no stop signal followed the drain");
+    barrier(&mut p);
+    let killed = p.has_exited();
+    p.check(!killed, "lastcall (and the app) ended without a stop signal");
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    p.check(got + SLACK >= sent + SEC, format!("TERM reached the app {} after the stop signal: no new drain", secs(got - sent)));
+    p.expect_exit_code(0);
+}
+
+/// Options before the mode name work as after it (`lastcall -q drain`):
+/// it is the drain mode, not a program named "drain". An option the mode
+/// does not take is a usage error (2), and `lastcall -- drain` runs a
+/// program named drain (127 here: none exists).
+#[test]
+fn options_before_the_mode_name() {
+    let mut p = Run::new(Mode::Subreaper).raw(["-q", "drain", "--drain-delay", "100ms"]).spawn();
+    p.expect_exit_code(0);
+    let err = p.stderr();
+    p.check(!err.contains("INFO"), "-q before drain was not applied");
+    let mut p = Run::new(Mode::Subreaper).raw(["--grace-period", "10s", "drain", "--drain-delay", "100ms"]).spawn();
+    p.expect_exit_code(0);
+    let err = p.stderr();
+    p.check(err.contains("drain ended"), "the drain mode did not run");
+    let mut p = Run::new(Mode::Subreaper).raw(["-g", "drain"]).spawn();
+    p.expect_exit_code(2);
+    let mut p = Run::new(Mode::Subreaper).raw(["--", "drain"]).spawn();
+    p.expect_exit_code(127);
+}
+
+/// Helm templates render unset values as empty strings: an empty
+/// LASTCALL_DRAIN is unset, so LASTCALL_DRAIN_DELAY still selects the delay.
+#[test]
+fn empty_env_values_count_as_unset() {
+    let mut p = Run::new(Mode::Pid1).env("LASTCALL_DRAIN", "").env("LASTCALL_DRAIN_DELAY", "1s").app(&["signals"]).spawn();
+    ready(&mut p);
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    p.check(got + SLACK >= sent + SEC, format!("TERM reached the app {} after the stop signal: no drain", secs(got - sent)));
+    p.expect_exit_code(0);
+}
+
+/// A flag on the command line wins over the environment: -q over
+/// LASTCALL_LOG. A bogus LASTCALL_LOG is a usage error, and --help names it.
+#[test]
+fn log_level_flags_and_environment() {
+    let mut p = Run::new(Mode::Subreaper).env("LASTCALL_LOG", "debug").raw(["-q", "drain", "--drain-delay", "100ms"]).spawn();
+    p.expect_exit_code(0);
+    let err = p.stderr();
+    p.check(!err.contains("INFO") && !err.contains("DEBUG"), "LASTCALL_LOG won over -q");
+    let mut p = Run::new(Mode::Subreaper).env("LASTCALL_LOG", "loud").opts(["--drain-delay", "1s"]).app(&["exit", "0"]).spawn();
+    p.expect_exit_code(2);
+    let err = p.stderr();
+    p.check(err.lines().count() == 1 && err.contains("LASTCALL_LOG"), "want one line naming LASTCALL_LOG");
+    let mut p = Run::new(Mode::Subreaper).raw(["--help"]).spawn();
+    p.expect_exit_code(0);
+    let help = p.lines().iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n");
+    p.check(help.contains("LASTCALL_LOG"), "--help does not mention LASTCALL_LOG");
+}
+
+/// A fixed delay cut short by the drain deadline says so: the reason must
+/// not claim a 20 s delay after 3 s.
+#[test]
+fn cut_delay_says_it_was_cut() {
+    let opts = ["drain", "--drain-delay", "20s", "--grace-period", "5s", "--kill-margin", "1s", "--stop-budget", "1s"];
+    let mut p = Run::new(Mode::Subreaper).raw(opts).spawn();
+    p.expect_exit_code(0);
+    let line = wait_stderr(&mut p, "drain ended");
+    p.check(line.contains("cut"), "the drain ended early but its reason does not say so");
+}
+
+/// After the stop signal went out, a drain strategy that is still running
+/// (abandoned: a second stop signal skipped the rest of the drain) must
+/// not log about the drain any more: its lines would contradict the story
+/// the log tells.
+#[test]
+fn abandoned_drain_stays_silent() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port().to_string();
+    let opts = [
+        "--drain",
+        "traffic",
+        "--port",
+        &port,
+        "--quiet-period",
+        "2s",
+        "--grace-period",
+        "6s",
+        "--kill-margin",
+        "1s",
+        "--stop-budget",
+        "1s",
+    ];
+    let mut p = Run::new(Mode::Pid1).opts(opts).app(&["signals", "--exit-on", "none"]).spawn();
+    ready(&mut p);
+    p.signal(SIGTERM);
+    wait_stderr(&mut p, "waiting for inbound traffic");
+    p.signal(SIGTERM);
+    p.expect_signal(SIGTERM);
+    p.expect_exit_code(137);
+    let err = p.stderr();
+    let stop = err.find("stop signal sent").unwrap_or_else(|| p.fail("no stop signal logged"));
+    let late: Vec<&str> = err[stop..].lines().filter(|l| l.contains("traffic") || l.contains("quiet")).collect();
+    p.check(late.is_empty(), format!("the abandoned drain logged after the stop signal: {late:?}"));
+}

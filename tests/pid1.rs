@@ -565,3 +565,110 @@ both_modes! {
         clean_state(mode, &GLIBC_INTERNAL, &GLIBC_INTERNAL)
     }
 }
+
+// ---------------------------------------------------------------------------
+// Settings that cannot work are refused (issue 11)
+// ---------------------------------------------------------------------------
+
+/// Runs lastcall with `opts`; expects exit 2, one stderr line naming every
+/// string in `names`, and no child.
+fn refused(opts: &[&str], names: &[&str]) {
+    let dir = TempDir::new("refused");
+    let marker = dir.join("marker");
+    let mut p = marker_run(Mode::Subreaper, opts, &marker);
+    p.expect_exit_code(2);
+    let stderr = p.stderr();
+    let lines: Vec<&str> = stderr.lines().collect();
+    p.check(lines.len() == 1, format!("{opts:?}: want one stderr line"));
+    for name in names {
+        p.check(lines[0].contains(name), format!("{opts:?}: the line does not name {name}"));
+    }
+    p.check(!marker.exists(), format!("{opts:?}: the child ran"));
+}
+
+/// A rewrite rule whose FROM signal lastcall never catches would never fire
+/// (and SIGSYS would kill a non-PID-1 lastcall and orphan the app).
+#[test]
+fn rewrite_of_a_signal_lastcall_cannot_catch_is_refused() {
+    for spec in ["SEGV:TERM", "9:15", "TTIN:TERM", "31:1", "STOP:TERM", "CHLD:TERM"] {
+        refused(&["-r", spec], &["--rewrite", spec]);
+    }
+}
+
+/// The stop signal must be one lastcall can catch.
+#[test]
+fn uncatchable_stop_signal_is_refused() {
+    for sig in ["KILL", "STOP", "CHLD", "SEGV"] {
+        refused(&["--stop-signal", sig], &["--stop-signal"]);
+    }
+}
+
+/// Budgets that leave the app no time between TERM and KILL are refused,
+/// naming the options involved.
+#[test]
+fn impossible_budgets_are_refused() {
+    refused(&["--grace-period", "1s", "--kill-margin", "5s"], &["--kill-margin", "--grace-period"]);
+    refused(&["--grace-period", "0"], &["--grace-period"]);
+    refused(&["--grace-period", "5s", "--stop-budget", "10s"], &["--stop-budget", "--grace-period"]);
+}
+
+both_modes! {
+    /// `kubectl delete --grace-period=5`: with the default kill margin and
+    /// stop budget (2 s and 5 s, made for 30 s) nothing would be left to
+    /// drain. Scaled down for a short grace period, the drain still runs
+    /// (TERM reaches the app 2 s or more after the stop signal) and the
+    /// app still gets time before SIGKILL.
+    fn short_grace_period_still_drains(mode) {
+        let mut p = Run::new(mode).opts(["--grace-period", "5s", "--drain-delay", "10s"]).app(&["signals", "--exit-on", "none"]).spawn();
+        ready(&mut p);
+        let sent = p.signal(SIGTERM);
+        let got = p.expect_signal(SIGTERM).mono();
+        p.check(got + 10 * MS >= sent + 2 * SEC, format!("TERM reached the app {} after the stop signal: no drain", secs(got - sent)));
+        let exited = p.expect_exit_code(137);
+        p.check(exited >= got + SEC, format!("SIGKILL {} after TERM: the app got less than 1 s", secs(exited - got)));
+        p.check(exited - sent < 5 * SEC, format!("lastcall exited {} after the stop signal: past the grace period", secs(exited - sent)));
+    }
+}
+
+/// A non-root lastcall whose app made itself root (a set-user-ID binary)
+/// cannot SIGKILL it. The log must say the kill failed, not that it was
+/// sent, and lastcall, as PID 1, exits at once: the kernel then kills
+/// everything left in its PID namespace, before the grace period ends.
+#[test]
+fn failed_sigkill_is_reported_and_pid1_exits() {
+    let dir = TempDir::new("suid");
+    let app = dir.join("testapp-suid");
+    std::fs::copy(support::testapp(), &app).expect("copy testapp");
+    std::os::unix::fs::chown(&app, Some(0), Some(0)).expect("chown");
+    std::fs::set_permissions(&app, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).expect("chmod u+s");
+    let mut p = Run::new(Mode::Pid1)
+        .user(65534)
+        .opts(["--grace-period", "4s", "--kill-margin", "1s", "--stop-budget", "1s"])
+        .cmd([app.to_str().unwrap(), "signals", "--become-root", "--ignore", "TERM"])
+        .spawn();
+    ready(&mut p);
+    let sent = p.signal(SIGTERM);
+    p.expect_exit_code(137);
+    let eof = p.expect_eof(GUARD);
+    p.check(eof - sent < 4 * SEC, format!("the app outlived the 4 s grace period ({})", secs(eof - sent)));
+    let err = p.stderr();
+    p.check(!err.contains("SIGKILL sent"), "a failed SIGKILL was logged as sent");
+    p.check(err.contains("SIGKILL failed"), "the failed SIGKILL was not reported");
+}
+
+/// lastcall gives up its working directory (so it pins no mount) before
+/// the app can see it, while the app keeps the directory it was started in.
+#[test]
+fn lastcall_holds_no_directory_once_the_app_runs() {
+    let dir = TempDir::new("cwd");
+    for _ in 0..100 {
+        let mut cmd = Run::new(Mode::Subreaper).app(&["status"]);
+        cmd = cmd.cwd(dir.path());
+        let mut p = cmd.spawn();
+        let line = p.expect_prefix("cwd=");
+        let (cwd, parent) = (line.field("cwd").unwrap_or("").to_string(), line.field("parent_cwd").unwrap_or("").to_string());
+        p.check(cwd == dir.path().to_str().unwrap(), format!("the app runs in {cwd}, not where lastcall was started"));
+        p.check(parent == "/", format!("lastcall's directory was {parent} while the app ran"));
+        p.expect_exit_code(0);
+    }
+}

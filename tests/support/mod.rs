@@ -28,6 +28,7 @@ use std::ffi::{c_int, OsStr, OsString};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -106,6 +107,34 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A pipe, both ends close-on-exec (Command dup2s the one it hands over).
+fn pipe_cloexec() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        panic!("pipe2: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nothing else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// Writes into the pipe until it is full (EAGAIN on a non-blocking write
+/// through a second open file description, so `w` itself stays blocking,
+/// as a log pipe is).
+fn fill_pipe(w: &OwnedFd) {
+    let path = format!("/proc/self/fd/{}", w.as_raw_fd());
+    let f =
+        std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&path).unwrap_or_else(|e| panic!("reopen {path}: {e}"));
+    let chunk = [b'x'; 4096];
+    loop {
+        match std::io::Write::write(&mut &f, &chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => panic!("filling the stderr pipe: {e}"),
+        }
     }
 }
 
@@ -331,8 +360,27 @@ pub enum Mode {
     Subreaper,
 }
 
+/// Where lastcall's stderr goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stderr {
+    /// A pipe the harness reads (the default): `stderr()` returns it.
+    Captured,
+    /// A pipe whose read end is closed before lastcall starts: every write
+    /// fails with EPIPE (a container log pipe whose reader went away).
+    Broken,
+    /// A pipe that is already full and that nobody reads: every blocking
+    /// write would wait forever (a log shim that stopped reading).
+    Full,
+}
+
 pub struct Run {
     mode: Mode,
+    stderr: Stderr,
+    uid: Option<u32>,
+    nofile: Option<u64>,
+    /// Run this instead of lastcall (`raw_cmd`).
+    program: Option<OsString>,
+    cwd: Option<PathBuf>,
     opts: Vec<OsString>,
     cmd: Vec<OsString>,
     raw: Option<Vec<OsString>>,
@@ -343,7 +391,20 @@ pub struct Run {
 
 impl Run {
     pub fn new(mode: Mode) -> Run {
-        Run { mode, opts: Vec::new(), cmd: Vec::new(), raw: None, env: Vec::new(), block: Vec::new(), ignore: Vec::new() }
+        Run {
+            mode,
+            stderr: Stderr::Captured,
+            uid: None,
+            nofile: None,
+            program: None,
+            cwd: None,
+            opts: Vec::new(),
+            cmd: Vec::new(),
+            raw: None,
+            env: Vec::new(),
+            block: Vec::new(),
+            ignore: Vec::new(),
+        }
     }
 
     /// lastcall options (before the `--`).
@@ -375,6 +436,40 @@ impl Run {
         self
     }
 
+    /// Run this whole command line instead of lastcall (e.g. `nsenter ...
+    /// lastcall drain`), with the harness's environment and capture.
+    pub fn raw_cmd<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, argv: I) -> Run {
+        let mut argv: Vec<OsString> = argv.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        self.program = Some(argv.remove(0));
+        self.raw = Some(argv);
+        self
+    }
+
+    /// Start lastcall in this working directory.
+    pub fn cwd(mut self, dir: &Path) -> Run {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Where lastcall's stderr goes (see [`Stderr`]).
+    pub fn stderr(mut self, kind: Stderr) -> Run {
+        self.stderr = kind;
+        self
+    }
+
+    /// Run lastcall as this uid and gid (through setpriv, after unshare in
+    /// Pid1 mode, so the PID namespace is still made by root).
+    pub fn user(mut self, uid: u32) -> Run {
+        self.uid = Some(uid);
+        self
+    }
+
+    /// Start lastcall with RLIMIT_NOFILE set to `n` (soft and hard).
+    pub fn nofile(mut self, n: u64) -> Run {
+        self.nofile = Some(n);
+        self
+    }
+
     /// Start lastcall with these signals blocked (inherited through exec).
     pub fn block_signals(mut self, sigs: &[c_int]) -> Run {
         self.block.extend_from_slice(sigs);
@@ -396,7 +491,13 @@ impl Run {
             //   lastcall = PID 1, gets SIGKILL, and with it the whole namespace.
             argv.extend(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"].map(OsString::from));
         }
-        argv.push(lastcall().into_os_string());
+        if let Some(uid) = self.uid {
+            argv.extend(["setpriv", &format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", "--"].map(OsString::from));
+        }
+        if let Some(n) = self.nofile {
+            argv.extend(["prlimit", &format!("--nofile={n}:{n}"), "--"].map(OsString::from));
+        }
+        argv.push(self.program.clone().unwrap_or_else(|| lastcall().into_os_string()));
         match &self.raw {
             Some(raw) => argv.extend(raw.iter().cloned()),
             None => {
@@ -408,7 +509,22 @@ impl Run {
         let cmdline = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
 
         let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped());
+        // The read end of an uncaptured stderr pipe, held (never read) for Full.
+        let mut held_stderr: Option<OwnedFd> = None;
+        match self.stderr {
+            Stderr::Captured => {
+                cmd.stderr(Stdio::piped());
+            }
+            Stderr::Broken | Stderr::Full => {
+                let (read, write) = pipe_cloexec();
+                if self.stderr == Stderr::Full {
+                    fill_pipe(&write);
+                    held_stderr = Some(read);
+                } // Broken: `read` is dropped here, before lastcall starts.
+                cmd.stderr(Stdio::from(write));
+            }
+        }
         // A clean, known environment: no LASTCALL_* from the developer's
         // shell. The control socket is off because parallel tests would all
         // bind the same default path; tests may override it.
@@ -418,6 +534,9 @@ impl Run {
             }
         }
         cmd.env("LASTCALL_CONTROL_SOCKET", "off");
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -453,18 +572,24 @@ impl Run {
 
         let stderr_buf = Arc::new(Mutex::new(Vec::new()));
         let (stderr_tx, stderr_rx) = mpsc::channel();
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr_buf);
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            loop {
-                match stderr.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
-                }
+        match child.stderr.take() {
+            Some(mut stderr) => {
+                let sink = Arc::clone(&stderr_buf);
+                std::thread::spawn(move || {
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        match stderr.read(&mut chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = stderr_tx.send(());
+                });
             }
-            let _ = stderr_tx.send(());
-        });
+            None => {
+                let _ = stderr_tx.send(()); // not captured: nothing to wait for
+            }
+        }
 
         let (exit_tx, exit_rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -489,6 +614,7 @@ impl Run {
             exit_rx,
             exit: None,
             adopted: Vec::new(),
+            held_stderr,
             dumped: false,
         };
         if self.mode == Mode::Subreaper {
@@ -552,6 +678,8 @@ pub struct Proc {
     /// Other processes this run created that Drop must kill too (e.g. a
     /// daemon that escapes lastcall's process tree if lastcall misbehaves).
     adopted: Vec<OwnedFd>,
+    /// The never-read end of a `Stderr::Full` pipe, kept open for the run.
+    held_stderr: Option<OwnedFd>,
     dumped: bool,
 }
 
