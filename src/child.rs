@@ -55,6 +55,14 @@ pub struct Child {
     pub pid: Pid,
 }
 
+/// Start `argv` as the app. The command is looked up in `PATH` here, before
+/// fork (execvp(3) is not async-signal-safe: it allocates): the child only
+/// tries the candidates with execve(2), in order, as execvp would.
+///
+/// The app starts in lastcall's working directory, while lastcall itself
+/// moves to `/` before the fork (like catatonit: PID 1 pins no mount): the
+/// child returns to the directory through a descriptor opened first, so
+/// the app never sees lastcall anywhere but in `/`.
 pub fn spawn(argv: &[String]) -> Result<Child, SpawnError> {
     let cmd = argv[0].clone();
     let other = |source| SpawnError::Other { cmd: cmd.clone(), source };
@@ -67,14 +75,24 @@ pub fn spawn(argv: &[String]) -> Result<Child, SpawnError> {
         .map_err(|_| other(io::Error::new(io::ErrorKind::InvalidInput, "an argument contains a NUL byte")))?;
     let mut c_argv: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
     c_argv.push(std::ptr::null());
+    let candidates = candidates(&cmd, std::env::var_os("PATH").as_deref());
+    let mut c_paths: Vec<*const libc::c_char> = candidates.iter().map(|c| c.as_ptr()).collect();
+    c_paths.push(std::ptr::null());
     let stdin_is_tty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
     let max_sig = libc::SIGRTMAX();
     // exec reports failure through this close-on-exec pipe: EOF means exec worked.
     let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| other(e.into()))?;
+    // Relative commands and PATH entries were resolved against this
+    // directory too, so the child goes back to it before exec.
+    let cwd = nix::fcntl::open(".", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ok();
+    if cwd.is_some() {
+        let _ = std::env::set_current_dir("/");
+    }
+    let cwd_fd = cwd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
 
     // SAFETY: fork(2) in a process that may have other threads; the child
-    // below only calls async-signal-safe functions (setpgid, signal via
-    // rt_sigaction, tcsetpgrp, sigprocmask, execvp, write, _exit) on memory
+    // below only calls async-signal-safe functions (setpgid, tcsetpgrp,
+    // rt_sigaction, sigprocmask, fchdir, execve, write, _exit) on memory
     // prepared before the fork.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -82,9 +100,14 @@ pub fn spawn(argv: &[String]) -> Result<Child, SpawnError> {
     }
     if pid == 0 {
         // SAFETY: see above; in the child, until exec or _exit.
-        unsafe { exec_child(&c_argv, stdin_is_tty, max_sig, err_write.as_raw_fd()) }
+        unsafe { exec_child(&c_paths, &c_argv, stdin_is_tty, max_sig, cwd_fd, err_write.as_raw_fd()) }
     }
     drop(err_write);
+    if cwd.is_none() {
+        // The directory could not be opened (removed, no search permission):
+        // the child kept it by inheritance; lastcall leaves it now.
+        let _ = std::env::set_current_dir("/");
+    }
     let mut errno = [0u8; 4];
     let mut got = 0;
     let mut pipe = std::fs::File::from(err_read);
@@ -109,11 +132,39 @@ pub fn spawn(argv: &[String]) -> Result<Child, SpawnError> {
     })
 }
 
+/// The paths execve(2) is tried with, in order: the command itself when it
+/// names a path (has a `/`), else each `PATH` directory joined with it
+/// (an empty entry is the current directory; without `PATH`, the default
+/// search path of glibc's execvp).
+fn candidates(cmd: &str, path: Option<&std::ffi::OsStr>) -> Vec<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    if cmd.contains('/') || cmd.is_empty() {
+        return CString::new(cmd).into_iter().collect();
+    }
+    let path = path.map_or(&b"/bin:/usr/bin"[..], |p| p.as_bytes());
+    path.split(|&b| b == b':')
+        .filter_map(|dir| {
+            let mut full = if dir.is_empty() { b".".to_vec() } else { dir.to_vec() };
+            full.push(b'/');
+            full.extend_from_slice(cmd.as_bytes());
+            CString::new(full).ok()
+        })
+        .collect()
+}
+
 /// The child's side of `spawn`, between fork and exec.
 ///
 /// # Safety
-/// Only to be called in a freshly forked child; `argv` is NULL-terminated.
-unsafe fn exec_child(argv: &[*const libc::c_char], stdin_is_tty: bool, max_sig: i32, err_fd: i32) -> ! {
+/// Only to be called in a freshly forked child; `paths` and `argv` are
+/// NULL-terminated arrays of C strings.
+unsafe fn exec_child(
+    paths: &[*const libc::c_char],
+    argv: &[*const libc::c_char],
+    stdin_is_tty: bool,
+    max_sig: i32,
+    cwd: i32,
+    err_fd: i32,
+) -> ! {
     if libc::setpgid(0, 0) == 0 && stdin_is_tty {
         // We are a background group until tcsetpgrp succeeds, so SIGTTOU
         // must not stop us while we take the terminal.
@@ -131,10 +182,32 @@ unsafe fn exec_child(argv: &[*const libc::c_char], stdin_is_tty: bool, max_sig: 
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
     libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-    libc::execvp(argv[0], argv.as_ptr());
-    let errno = *libc::__errno_location();
+    if cwd >= 0 {
+        libc::fchdir(cwd);
+    }
+    // As execvp(3): the first candidate that execs wins; EACCES from one is
+    // remembered (a later ENOENT does not hide it); other errors stop.
+    let mut errno = libc::ENOENT;
+    let mut i = 0;
+    while !paths[i].is_null() {
+        libc::execve(paths[i], argv.as_ptr(), environ);
+        match *libc::__errno_location() {
+            libc::EACCES => errno = libc::EACCES,
+            libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+            e => {
+                errno = e;
+                break;
+            }
+        }
+        i += 1;
+    }
     libc::write(err_fd, (&errno as *const i32).cast(), 4);
     libc::_exit(127)
+}
+
+extern "C" {
+    /// The process environment (environ(7)), passed on to the app as is.
+    static environ: *const *const libc::c_char;
 }
 
 /// Send `sig` to the child, or to its process group. ESRCH (already gone)
@@ -148,5 +221,23 @@ pub fn signal(child: Child, sig: Signal, group: bool) -> Result<(), Errno> {
         Ok(())
     } else {
         Err(Errno::last())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strs(c: Vec<CString>) -> Vec<String> {
+        c.into_iter().map(|c| c.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn candidates_follow_execvp() {
+        assert_eq!(strs(candidates("/bin/app", Some("/usr/bin".as_ref()))), ["/bin/app"]);
+        assert_eq!(strs(candidates("./app", None)), ["./app"]);
+        assert_eq!(strs(candidates("app", Some("/a:/b".as_ref()))), ["/a/app", "/b/app"]);
+        assert_eq!(strs(candidates("app", Some("/a::".as_ref()))), ["/a/app", "./app", "./app"]);
+        assert_eq!(strs(candidates("app", None)), ["/bin/app", "/usr/bin/app"]);
     }
 }

@@ -24,12 +24,19 @@ pub enum Mode {
 
 impl Cli {
     pub fn try_parse() -> Result<Cli, clap::Error> {
+        drop_empty_env();
         Self::try_parse_from(std::env::args_os())
     }
 
-    /// Each mode has its own parser, picked by the first argument, so a
-    /// start builds only the one clap command it needs: building all three
-    /// (each with the ~25 shared options) was most of lastcall's start-up.
+    /// Each mode has its own parser, picked by the mode name, so a start
+    /// builds only the one clap command it needs: building all three (each
+    /// with the ~25 shared options) was most of lastcall's start-up.
+    ///
+    /// Options may come before the mode name too (`lastcall -q drain`): a
+    /// command line whose program (the first word after the options, with
+    /// no `--` before it) is `drain` or `sidecar` is that mode, with those
+    /// options moved after the name. `lastcall -- drain` runs a program
+    /// named drain.
     pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
     where
         I: IntoIterator<Item = T>,
@@ -37,29 +44,59 @@ impl Cli {
     {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         match args.get(1).and_then(|a| a.to_str()) {
-            Some("drain") => {
-                let d = DrainCli::try_parse_from(&args[1..])?;
-                Ok(Cli {
-                    mode: Some(Mode::Drain { common: d.common }),
-                    init: InitArgs::default(),
-                    common: CommonArgs::default(),
-                    command: vec![],
-                })
-            }
-            Some("sidecar") => {
-                let s = SidecarCli::try_parse_from(&args[1..])?;
-                Ok(Cli {
-                    mode: Some(Mode::Sidecar { init: s.init, common: s.common, sidecar: s.sidecar, command: s.command }),
-                    init: InitArgs::default(),
-                    common: CommonArgs::default(),
-                    command: vec![],
-                })
-            }
+            Some("drain") => Self::drain(&args[1..]),
+            Some("sidecar") => Self::sidecar(&args[1..]),
             _ => {
-                let i = InitCli::try_parse_from(args)?;
+                let i = InitCli::try_parse_from(&args)?;
+                if let Some(mode_at) = mode_word(&args, &i.command) {
+                    // The options before the name, then the rest after it.
+                    let moved: Vec<_> = std::iter::once(args[mode_at].clone())
+                        .chain(args[1..mode_at].iter().cloned())
+                        .chain(args[mode_at + 1..].iter().cloned())
+                        .collect();
+                    return if i.command[0] == "drain" { Self::drain(&moved) } else { Self::sidecar(&moved) };
+                }
                 Ok(Cli { mode: None, init: i.init, common: i.common, command: i.command })
             }
         }
+    }
+
+    fn drain(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+        let d = DrainCli::try_parse_from(args)?;
+        Ok(Cli { mode: Some(Mode::Drain { common: d.common }), init: InitArgs::default(), common: CommonArgs::default(), command: vec![] })
+    }
+
+    fn sidecar(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+        let s = SidecarCli::try_parse_from(args)?;
+        Ok(Cli {
+            mode: Some(Mode::Sidecar { init: s.init, common: s.common, sidecar: s.sidecar, command: s.command }),
+            init: InitArgs::default(),
+            common: CommonArgs::default(),
+            command: vec![],
+        })
+    }
+}
+
+/// Where the mode name stands in `args`, when the parsed command is a mode
+/// name that no `--` preceded.
+fn mode_word(args: &[std::ffi::OsString], command: &[String]) -> Option<usize> {
+    if !matches!(command.first().map(String::as_str), Some("drain" | "sidecar")) {
+        return None;
+    }
+    let at = args.len().checked_sub(command.len())?;
+    (at >= 1 && args[at - 1] != "--").then_some(at)
+}
+
+/// An environment variable set to the empty string counts as unset: Helm
+/// and other templates render a missing value as `NAME=""`, which would
+/// otherwise, e.g., turn `LASTCALL_DRAIN=` into "no strategy". Removed
+/// before clap reads the environment; at that point lastcall has no other
+/// thread, and the app is not started yet (it does not see them either).
+fn drop_empty_env() {
+    let empty: Vec<std::ffi::OsString> =
+        std::env::vars_os().filter(|(k, v)| v.is_empty() && k.to_string_lossy().starts_with("LASTCALL_")).map(|(k, _)| k).collect();
+    for key in empty {
+        std::env::remove_var(key);
     }
 }
 
@@ -173,13 +210,15 @@ pub struct CommonArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", env = "LASTCALL_GRACE_PERIOD")]
     pub grace_period: String,
 
-    /// lastcall sends SIGKILL itself this long before the grace period ends.
-    #[arg(long, value_name = "DURATION", default_value = "2s", env = "LASTCALL_KILL_MARGIN")]
-    pub kill_margin: String,
+    /// lastcall sends SIGKILL itself this long before the grace period ends
+    /// [default: 2s, or a tenth of a grace period shorter than 20s].
+    #[arg(long, value_name = "DURATION", env = "LASTCALL_KILL_MARGIN")]
+    pub kill_margin: Option<String>,
 
-    /// The least time the app gets between the forwarded stop signal and SIGKILL; the drain is cut short to keep it.
-    #[arg(long, value_name = "DURATION", default_value = "5s", env = "LASTCALL_STOP_BUDGET")]
-    pub stop_budget: String,
+    /// The least time the app gets between the forwarded stop signal and SIGKILL; the drain is cut short to keep it
+    /// [default: 5s, or 30% of a grace period shorter than 16.7s].
+    #[arg(long, value_name = "DURATION", env = "LASTCALL_STOP_BUDGET")]
+    pub stop_budget: Option<String>,
 
     /// k8s strategy: wait this long after the endpoint is gone, for consumers that lag the API.
     #[arg(long, value_name = "DURATION", default_value = "2s", env = "LASTCALL_PROPAGATION_DELAY")]
@@ -274,6 +313,10 @@ pub struct LogArgs {
     /// Less log output (-q warnings only, -qq errors only).
     #[arg(short = 'q', long = "quiet", action = clap::ArgAction::Count)]
     pub quiet: u8,
+
+    /// Log level: off, error, warn, info, debug or trace [default: info]. -v and -q win over it.
+    #[arg(long, value_name = "LEVEL", env = "LASTCALL_LOG")]
+    pub log_level: Option<String>,
 
     /// Log format on stderr.
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"], env = "LASTCALL_LOG_FORMAT")]

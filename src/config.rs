@@ -109,7 +109,7 @@ pub enum Mode {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
-    pub verbosity: i8,
+    pub level: tracing::level_filters::LevelFilter,
     pub json: bool,
 }
 
@@ -120,18 +120,21 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// The log settings alone, so logging can start before full validation.
-pub fn log_config(cli: &Cli) -> LogConfig {
-    let log = match &cli.mode {
-        None => &cli.common.log,
-        Some(CliMode::Drain { common }) | Some(CliMode::Sidecar { common, .. }) => &common.log,
+/// `-v`/`-q` on the command line win; else `--log-level`/`LASTCALL_LOG`;
+/// else info.
+fn log_config(log: &crate::cli::LogArgs) -> Result<LogConfig, ConfigError> {
+    let level = match (log.verbose, log.quiet, log.log_level.as_deref()) {
+        (0, 0, Some(name)) => name.trim().parse().map_err(|_| ConfigError::Invalid {
+            flag: "--log-level (LASTCALL_LOG)",
+            msg: format!("{name:?}: use off, error, warn, info, debug or trace"),
+        })?,
+        (v, q, _) => crate::logging::level_from_counts(v.min(100) as i8 - q.min(100) as i8),
     };
-    LogConfig { verbosity: log.verbose as i8 - log.quiet as i8, json: log.log_format == "json" }
+    Ok(LogConfig { level, json: log.log_format == "json" })
 }
 
 impl Config {
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
-        let log = log_config(&cli);
         let (mode, common) = match cli.mode {
             None => {
                 if cli.command.is_empty() {
@@ -145,6 +148,7 @@ impl Config {
                 (Mode::Sidecar(sc, init_config(&init, command)?), common)
             }
         };
+        let log = log_config(&common.log)?;
         Ok(Config { mode, shutdown: shutdown_config(&common)?, log })
     }
 }
@@ -154,7 +158,7 @@ fn init_config(a: &InitArgs, command: Vec<String>) -> Result<InitConfig, ConfigE
     Ok(InitConfig {
         command,
         process_group: a.process_group,
-        rewrites: Rewrites::parse(&a.rewrite).map_err(|e| invalid("--rewrite", &e))?,
+        rewrites: rewrites(&a.rewrite)?,
         remap: Remap::parse(&a.remap_exit).map_err(|e| invalid("--remap-exit", &e))?,
         pdeathsig: a.pdeathsig.as_deref().map(str::parse).transpose().map_err(|e| invalid("--pdeathsig", &e))?,
         leftover_timeout: duration("--leftover-timeout", &a.leftover_timeout)?,
@@ -162,19 +166,37 @@ fn init_config(a: &InitArgs, command: Vec<String>) -> Result<InitConfig, ConfigE
     })
 }
 
+/// `--rewrite` rules, each of whose FROM signal lastcall catches (a rule
+/// for a signal it never receives would never fire).
+fn rewrites(specs: &[String]) -> Result<Rewrites, ConfigError> {
+    let invalid = |msg: String| ConfigError::Invalid { flag: "--rewrite", msg };
+    let rules = Rewrites::parse(specs).map_err(|e| invalid(e.to_string()))?;
+    for (spec, from) in specs.iter().zip(rules.sources()) {
+        if !crate::signals::is_forwarded(from) {
+            return Err(invalid(format!("{spec:?}: {from} cannot be caught by lastcall: {}", crate::signals::NOT_CAUGHT)));
+        }
+    }
+    Ok(rules)
+}
+
 fn shutdown_config(c: &CommonArgs) -> Result<ShutdownConfig, ConfigError> {
     let strategies = strategies(&c.drain, c.drain_delay.is_some())?;
-    let budget = Budget {
-        grace: duration("--grace-period", &c.grace_period)?,
-        kill_margin: duration("--kill-margin", &c.kill_margin)?,
-        stop_budget: duration("--stop-budget", &c.stop_budget)?,
-    };
+    let budget = budget(
+        duration("--grace-period", &c.grace_period)?,
+        c.kill_margin.as_deref().map(|d| duration("--kill-margin", d)).transpose()?,
+        c.stop_budget.as_deref().map(|d| duration("--stop-budget", d)).transpose()?,
+    )?;
     let k = &c.k8s;
+    let stop_signal: Signal =
+        c.stop_signal.parse().map_err(|e: crate::signals::BadSignal| ConfigError::Invalid { flag: "--stop-signal", msg: e.to_string() })?;
+    if !crate::signals::is_forwarded(stop_signal) {
+        return Err(ConfigError::Invalid {
+            flag: "--stop-signal",
+            msg: format!("{stop_signal} cannot be caught by lastcall: {}", crate::signals::NOT_CAUGHT),
+        });
+    }
     Ok(ShutdownConfig {
-        stop_signal: c
-            .stop_signal
-            .parse()
-            .map_err(|e: crate::signals::BadSignal| ConfigError::Invalid { flag: "--stop-signal", msg: e.to_string() })?,
+        stop_signal,
         budget,
         control_socket: match c.control_socket.as_str() {
             "" | "off" | "none" => None,
@@ -200,6 +222,39 @@ fn shutdown_config(c: &CommonArgs) -> Result<ShutdownConfig, ConfigError> {
             },
         },
     })
+}
+
+/// The grace period and what is kept of it, checked so that the app always
+/// gets time between the stop signal and SIGKILL. A margin or stop budget
+/// left to its default scales with the grace period (see `deadline.rs`);
+/// one that was given must fit.
+fn budget(grace: Duration, kill_margin: Option<Duration>, stop_budget: Option<Duration>) -> Result<Budget, ConfigError> {
+    let grace = nonzero("--grace-period", grace)?;
+    let b = Budget { grace, kill_margin, stop_budget };
+    if kill_margin.is_some_and(|m| m >= grace) {
+        return Err(ConfigError::Invalid {
+            flag: "--kill-margin",
+            msg: format!("{} leaves nothing of --grace-period {}", ms_text(b.margin_for(grace)), ms_text(grace)),
+        });
+    }
+    if let Some(stop) = stop_budget {
+        if stop + b.margin_for(grace) > grace {
+            return Err(ConfigError::Invalid {
+                flag: "--stop-budget",
+                msg: format!(
+                    "{} and a kill margin of {} do not fit in --grace-period {}",
+                    ms_text(stop),
+                    ms_text(b.margin_for(grace)),
+                    ms_text(grace)
+                ),
+            });
+        }
+    }
+    Ok(b)
+}
+
+fn ms_text(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
 }
 
 fn nonzero(flag: &'static str, d: Duration) -> Result<Duration, ConfigError> {
@@ -276,8 +331,17 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
 
+/// The longest duration lastcall accepts anywhere: a year is longer than
+/// any grace period a cluster uses, and every deadline (an instant plus a
+/// few of these) stays far from the end of the monotonic clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    parse_duration(value).ok_or_else(|| ConfigError::Duration { flag, value: value.to_string() })
+    let d = parse_duration(value).ok_or_else(|| ConfigError::Duration { flag, value: value.to_string() })?;
+    if d > MAX_DURATION {
+        return Err(ConfigError::Invalid { flag, msg: format!("{value} is longer than the longest accepted, 8760h (a year)") });
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -320,7 +384,9 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&["--", "/app"]).unwrap();
-        assert_eq!(c.shutdown.budget, Budget { grace: ms(30_000), kill_margin: ms(2000), stop_budget: ms(5000) });
+        assert_eq!(c.shutdown.budget, Budget { grace: ms(30_000), kill_margin: None, stop_budget: None });
+        let plan = c.shutdown.budget.plan(std::time::Instant::now());
+        assert_eq!(plan.kill_at - plan.start, ms(28_000));
         assert!(c.shutdown.drain.strategies.is_empty());
         assert_eq!(c.shutdown.drain.delay, ms(15_000));
         assert_eq!(c.shutdown.stop_signal, crate::signals::SIGTERM);
@@ -347,12 +413,50 @@ mod tests {
             &["--stop-signal", "NOPE", "--", "/app"],
             &["--drain", "magic", "--", "/app"],
             &["--quiet-period", "0", "--", "/app"],
+            &["--drain-delay", "5000000000000000h", "--", "/app"],
+            &["--grace-period", "0", "--", "/app"],
+            &["--grace-period", "1s", "--kill-margin", "5s", "--", "/app"],
+            &["--grace-period", "5s", "--stop-budget", "10s", "--", "/app"],
+            &["-r", "SEGV:TERM", "--", "/app"],
+            &["--stop-signal", "KILL", "--", "/app"],
+            &["--log-level", "loud", "--", "/app"],
             &[],
         ];
         for args in cases {
             let e = parse(args).unwrap_err().to_string();
             assert!(!e.contains('\n') && !e.is_empty(), "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn budgets_that_fit_are_accepted() {
+        for args in [
+            &["--grace-period", "5s", "--", "/app"][..],
+            &["--grace-period", "5s", "--stop-budget", "3s", "--", "/app"],
+            &["--grace-period", "1s", "--kill-margin", "500ms", "--", "/app"],
+            &["--grace-period", "8760h", "--", "/app"],
+        ] {
+            assert!(parse(args).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn log_level_flags_win_over_the_level_option() {
+        use tracing::level_filters::LevelFilter;
+        assert_eq!(parse(&["--", "/app"]).unwrap().log.level, LevelFilter::INFO);
+        assert_eq!(parse(&["--log-level", "debug", "--", "/app"]).unwrap().log.level, LevelFilter::DEBUG);
+        assert_eq!(parse(&["--log-level", "debug", "-q", "--", "/app"]).unwrap().log.level, LevelFilter::WARN);
+        assert_eq!(parse(&["-vv", "--", "/app"]).unwrap().log.level, LevelFilter::TRACE);
+    }
+
+    #[test]
+    fn options_before_the_mode_name() {
+        assert_eq!(parse(&["-q", "drain"]).unwrap().mode, Mode::Drain);
+        assert_eq!(parse(&["--grace-period", "9s", "drain"]).unwrap().shutdown.budget.grace, ms(9000));
+        let Mode::Init(init) = parse(&["--", "drain"]).unwrap().mode else { panic!("`-- drain` is a command") };
+        assert_eq!(init.command, vec!["drain"]);
+        let cli = Cli::try_parse_from(["lastcall", "-g", "drain"]);
+        assert!(cli.is_err(), "-g is not an option of the drain mode");
     }
 
     #[test]

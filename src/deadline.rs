@@ -14,16 +14,34 @@
 //! * `kill_at    = start + grace − kill_margin` (never before `start`)
 //! * `drain_until = kill_at − stop_budget`       (never before `start`)
 //!
+//! The kill margin and the stop budget default to 2 s and 5 s, made for the
+//! usual 30 s grace period; a short grace period would have nothing left to
+//! drain with them (5 s − 2 s − 5 s). Left to their default they scale:
+//! the margin is a tenth of the grace period and the stop budget 30 % of
+//! it, each at most its default. So 30 s keeps 2 s and 5 s (23 s to drain),
+//! 10 s gives 1 s and 3 s (6 s to drain), 5 s gives 0.5 s and 1.5 s (3 s to
+//! drain). Values given on the command line are used as given (`config.rs`
+//! checks that they fit the grace period).
+//!
 //! A shorter deadline learned later (the pod's `deletionTimestamp`) only
-//! ever moves both instants earlier.
+//! ever moves both instants earlier; the scaled defaults are then taken
+//! from the time actually left. Instants never overflow: every addition
+//! saturates (durations are at most a year, `config::MAX_DURATION`).
 
 use std::time::{Duration, Instant};
+
+/// Default kill margin, for grace periods of 20 s and more.
+const KILL_MARGIN: Duration = Duration::from_secs(2);
+/// Default stop budget, for grace periods of 16.7 s and more.
+const STOP_BUDGET: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
     pub grace: Duration,
-    pub kill_margin: Duration,
-    pub stop_budget: Duration,
+    /// None: scaled with the grace period (see the module doc).
+    pub kill_margin: Option<Duration>,
+    /// None: scaled with the grace period (see the module doc).
+    pub stop_budget: Option<Duration>,
 }
 
 /// The planned instants of one shutdown.
@@ -34,10 +52,31 @@ pub struct Plan {
     pub kill_at: Instant,
 }
 
+/// `t + d`, or the latest instant this clock can represent past `t`.
+pub fn saturating_add(t: Instant, d: Duration) -> Instant {
+    let mut d = d;
+    loop {
+        if let Some(later) = t.checked_add(d) {
+            return later;
+        }
+        d /= 2;
+    }
+}
+
 impl Budget {
+    /// The kill margin for a grace period of `grace`.
+    pub fn margin_for(&self, grace: Duration) -> Duration {
+        self.kill_margin.unwrap_or_else(|| KILL_MARGIN.min(grace / 10))
+    }
+
+    /// The stop budget for a grace period of `grace`.
+    pub fn stop_for(&self, grace: Duration) -> Duration {
+        self.stop_budget.unwrap_or_else(|| STOP_BUDGET.min(grace / 10 * 3))
+    }
+
     pub fn plan(&self, start: Instant) -> Plan {
-        let kill_at = start + self.grace.saturating_sub(self.kill_margin);
-        Plan { start, kill_at, drain_until: Self::drain_end(start, kill_at, self.stop_budget) }
+        let kill_at = saturating_add(start, self.grace.saturating_sub(self.margin_for(self.grace)));
+        Plan { start, kill_at, drain_until: Self::drain_end(start, kill_at, self.stop_for(self.grace)) }
     }
 
     fn drain_end(start: Instant, kill_at: Instant, stop_budget: Duration) -> Instant {
@@ -45,10 +84,12 @@ impl Budget {
     }
 
     /// Adopt an externally known hard deadline (the kubelet's SIGKILL time):
-    /// act `kill_margin` before it, and keep the stop budget before that.
+    /// act the kill margin before it, and keep the stop budget before that,
+    /// both for the grace period that is really left.
     pub fn tighten(&self, plan: Plan, hard_deadline: Instant) -> Plan {
-        let kill_at = hard_deadline.checked_sub(self.kill_margin).unwrap_or(plan.start).max(plan.start).min(plan.kill_at);
-        Plan { kill_at, drain_until: Self::drain_end(plan.start, kill_at, self.stop_budget).min(plan.drain_until), ..plan }
+        let left = hard_deadline.saturating_duration_since(plan.start);
+        let kill_at = hard_deadline.checked_sub(self.margin_for(left)).unwrap_or(plan.start).max(plan.start).min(plan.kill_at);
+        Plan { kill_at, drain_until: Self::drain_end(plan.start, kill_at, self.stop_for(left)).min(plan.drain_until), ..plan }
     }
 }
 
@@ -61,7 +102,11 @@ mod tests {
     }
 
     fn budget(grace: u64, margin: u64, stop: u64) -> Budget {
-        Budget { grace: s(grace), kill_margin: s(margin), stop_budget: s(stop) }
+        Budget { grace: s(grace), kill_margin: Some(s(margin)), stop_budget: Some(s(stop)) }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]
@@ -93,5 +138,34 @@ mod tests {
         // A deadline already past: everything collapses to the start.
         let past = b.tighten(p, t0);
         assert_eq!((past.drain_until, past.kill_at), (t0, t0));
+    }
+
+    #[test]
+    fn defaults_scale_with_short_grace_periods() {
+        let t0 = Instant::now();
+        let auto = |g: u64| Budget { grace: ms(g), kill_margin: None, stop_budget: None };
+        // grace (ms) -> (drain_until, kill_at) in ms after t0
+        for (g, (d, k)) in [(30_000, (23_000, 28_000)), (10_000, (6_000, 9_000)), (5_000, (3_000, 4_500)), (1_000, (600, 900))] {
+            let p = auto(g).plan(t0);
+            assert_eq!((p.drain_until - t0, p.kill_at - t0), (ms(d), ms(k)), "grace {g}ms");
+        }
+        // `kubectl delete --grace-period=5` seen through the deletionTimestamp:
+        // the scaled values follow the time really left.
+        let p = auto(30_000).tighten(auto(30_000).plan(t0), t0 + ms(5_000));
+        assert_eq!((p.drain_until - t0, p.kill_at - t0), (ms(3_000), ms(4_500)));
+        // One given, one scaled.
+        let b = Budget { grace: s(10), kill_margin: Some(s(2)), stop_budget: None };
+        let p = b.plan(t0);
+        assert_eq!((p.drain_until - t0, p.kill_at - t0), (s(5), s(8)));
+    }
+
+    #[test]
+    fn instants_never_overflow() {
+        let t0 = Instant::now();
+        let far = saturating_add(t0, Duration::MAX);
+        assert!(far > t0);
+        let b = Budget { grace: Duration::MAX, kill_margin: None, stop_budget: None };
+        let p = b.plan(t0);
+        assert!(p.kill_at > t0 && p.drain_until <= p.kill_at);
     }
 }

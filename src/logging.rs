@@ -1,18 +1,31 @@
 //! Logs go to stderr only (stdout belongs to the app), one line per event,
-//! as text or as JSON lines. The level comes from `LASTCALL_LOG` (error,
-//! warn, info, debug, trace, off) when set, else from -v/-q around `info`.
+//! as text or as JSON lines, at the level `config.rs` settled (flags, then
+//! `LASTCALL_LOG`, then info).
 //!
 //! A small `Layer` on tracing-subscriber's registry writes the lines
 //! instead of its `fmt` layer: lastcall logs a few dozen flat events in its
 //! life and uses no spans, and this layer is some 60 KB smaller than `fmt`
 //! with its JSON support, which matters for a binary copied into every
-//! image. Each line is written with one write(2), so lines from several
-//! threads never interleave.
+//! image.
+//!
+//! Writing never blocks PID 1. A container's stderr is a pipe to a log shim
+//! that may stop reading (the pipe fills) or go away (the pipe breaks), and
+//! a blocked write in the supervisor's loop would stop forwarding, reaping
+//! and the SIGKILL deadline. So lines go through [`Sink`]: a non-blocking
+//! writer on the same pipe (a second open file description, so the app's
+//! own descriptor 2 keeps its blocking mode), a bounded backlog when the
+//! pipe is full (lines beyond it are dropped and counted, and the count is
+//! logged once there is room), no more writes once the reader is gone, and
+//! a bounded flush at exit. The supervisor polls [`backlog_fd`] so the
+//! backlog also drains while nothing new is logged.
 
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
-use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
@@ -23,17 +36,22 @@ use tracing_subscriber::Layer;
 use crate::config::LogConfig;
 
 pub fn init(cfg: &LogConfig) {
-    let level = std::env::var("LASTCALL_LOG").ok().and_then(|v| LevelFilter::from_str(v.trim()).ok()).unwrap_or(match cfg.verbosity {
+    let layer = Lines { json: cfg.json }.with_filter(cfg.level);
+    let _ = SINK.set(Sink::open());
+    // Fails only if a subscriber is already set (unit tests).
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+}
+
+/// The level `-v`/`-q` ask for around info.
+pub fn level_from_counts(verbosity: i8) -> LevelFilter {
+    match verbosity {
         i8::MIN..=-3 => LevelFilter::OFF,
         -2 => LevelFilter::ERROR,
         -1 => LevelFilter::WARN,
         0 => LevelFilter::INFO,
         1 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
-    });
-    let layer = Lines { json: cfg.json }.with_filter(level);
-    // Fails only if a subscriber is already set (unit tests).
-    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+    }
 }
 
 struct Lines {
@@ -42,8 +60,206 @@ struct Lines {
 
 impl<S: Subscriber> Layer<S> for Lines {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if MUTED.with(|m| m.get().is_some_and(|flag| flag.load(Ordering::Relaxed))) {
+            return;
+        }
         let line = format_line(self.json, *event.metadata().level(), SystemTime::now(), |v| event.record(v));
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        match SINK.get() {
+            Some(sink) => sink.write(line.as_bytes()),
+            None => {
+                let _ = io::stderr().lock().write_all(line.as_bytes());
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Set on a drain thread: once the flag is raised its drain is no
+    /// longer wanted, and what it would still log contradicts the story.
+    static MUTED: std::cell::OnceCell<Arc<AtomicBool>> = const { std::cell::OnceCell::new() };
+}
+
+/// Silence this thread's log lines once `flag` is raised.
+pub fn mute_this_thread_when(flag: Arc<AtomicBool>) {
+    MUTED.with(|m| {
+        let _ = m.set(flag);
+    });
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Most bytes held back while stderr is full (a few hundred lines).
+const BACKLOG_MAX: usize = 64 << 10;
+/// How long lastcall may wait at exit for a full stderr to take the backlog.
+const EXIT_FLUSH: Duration = Duration::from_millis(250);
+
+/// Where the lines go: stderr, written without ever blocking.
+struct Sink {
+    out: Out,
+    state: Mutex<Backlog>,
+}
+
+enum Out {
+    /// A pipe, FIFO or terminal, reopened non-blocking through /proc.
+    Nonblocking(File),
+    /// A socket (journald's stream socket): send with MSG_DONTWAIT.
+    Socket,
+    /// A regular file or anything else where a write does not wait for a
+    /// reader: written as is.
+    Plain,
+}
+
+#[derive(Default)]
+struct Backlog {
+    bytes: Vec<u8>,
+    /// Lines dropped because the backlog was full.
+    dropped: u64,
+    /// The reader is gone (EPIPE): nothing is written any more.
+    dead: bool,
+}
+
+enum Wrote {
+    All,
+    /// This many bytes went out before the descriptor was full.
+    Part(usize),
+    Dead,
+}
+
+impl Sink {
+    fn open() -> Sink {
+        Sink { out: Out::for_stderr(), state: Mutex::new(Backlog::default()) }
+    }
+
+    fn write(&self, line: &[u8]) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.dead {
+            return;
+        }
+        self.flush_locked(&mut st);
+        if st.bytes.is_empty() && !st.dead {
+            match self.out.write(line) {
+                Wrote::All => {}
+                Wrote::Part(n) => st.bytes.extend_from_slice(&line[n..]),
+                Wrote::Dead => st.dead = true,
+            }
+        } else if st.bytes.len() + line.len() <= BACKLOG_MAX {
+            st.bytes.extend_from_slice(line);
+        } else {
+            st.dropped += 1;
+        }
+    }
+
+    /// Write as much of the backlog as fits now; then the dropped count.
+    fn flush_locked(&self, st: &mut Backlog) {
+        while !st.bytes.is_empty() && !st.dead {
+            match self.out.write(&st.bytes) {
+                Wrote::All => st.bytes.clear(),
+                Wrote::Part(n) => {
+                    st.bytes.drain(..n);
+                    return;
+                }
+                Wrote::Dead => st.dead = true,
+            }
+        }
+        if st.dropped > 0 && st.bytes.is_empty() && !st.dead {
+            let note = format!("lastcall: {} log line(s) dropped: stderr was not read\n", st.dropped);
+            st.dropped = 0;
+            if let Wrote::Part(n) = self.out.write(note.as_bytes()) {
+                st.bytes.extend_from_slice(&note.as_bytes()[n..]);
+            }
+        }
+    }
+}
+
+impl Out {
+    fn for_stderr() -> Out {
+        let stderr = io::stderr();
+        let Ok(stat) = nix::sys::stat::fstat(stderr.as_fd()) else { return Out::Plain };
+        let kind = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+        use nix::sys::stat::SFlag;
+        if kind == SFlag::S_IFSOCK {
+            return Out::Socket;
+        }
+        if kind == SFlag::S_IFIFO || kind == SFlag::S_IFCHR {
+            // Opening /proc/self/fd/2 makes a new open file description of
+            // the same pipe, whose O_NONBLOCK is ours alone. It fails when
+            // the pipe has no reader (ENXIO): then stderr is dead anyway,
+            // and plain writes fail at once with EPIPE.
+            use std::os::unix::fs::OpenOptionsExt;
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(format!("/proc/self/fd/{}", stderr.as_raw_fd()))
+            {
+                return Out::Nonblocking(f);
+            }
+        }
+        Out::Plain
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Out::Nonblocking(f) => f.as_fd(),
+            // SAFETY: descriptor 2 stays open for the life of the process.
+            Out::Socket | Out::Plain => unsafe { BorrowedFd::borrow_raw(libc::STDERR_FILENO) },
+        }
+    }
+
+    fn write(&self, buf: &[u8]) -> Wrote {
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = &buf[done..];
+            let r = match self {
+                Out::Nonblocking(f) => (&*f).write(rest),
+                Out::Socket => {
+                    let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL;
+                    nix::sys::socket::send(libc::STDERR_FILENO, rest, flags).map_err(io::Error::from)
+                }
+                Out::Plain => io::stderr().write(rest),
+            };
+            match r {
+                Ok(0) => return Wrote::Dead,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Wrote::Part(done),
+                // EPIPE and the rest: the reader is gone or stderr is broken.
+                Err(_) => return Wrote::Dead,
+            }
+        }
+        Wrote::All
+    }
+}
+
+/// The descriptor to poll for POLLOUT while lines are held back.
+pub fn backlog_fd() -> Option<BorrowedFd<'static>> {
+    let sink = SINK.get()?;
+    let st = sink.state.lock().unwrap_or_else(|p| p.into_inner());
+    (!st.dead && (!st.bytes.is_empty() || st.dropped > 0)).then(|| sink.out.fd())
+}
+
+/// Write what the backlog holds, as far as stderr takes it now.
+pub fn flush() {
+    if let Some(sink) = SINK.get() {
+        let mut st = sink.state.lock().unwrap_or_else(|p| p.into_inner());
+        sink.flush_locked(&mut st);
+    }
+}
+
+/// Before exiting: give a full stderr a short, bounded time to take the
+/// backlog.
+pub fn flush_at_exit() {
+    let until = Instant::now() + EXIT_FLUSH;
+    while let Some(fd) = backlog_fd() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLOUT)];
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        if !matches!(nix::poll::poll(&mut fds, ms), Ok(n) if n > 0) {
+            return;
+        }
+        flush();
     }
 }
 

@@ -58,7 +58,6 @@ fn run() -> i32 {
             return if e.use_stderr() { EXIT_USAGE } else { 0 };
         }
     };
-    logging::init(&config::log_config(&cli));
     let cfg = match Config::from_cli(cli) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -66,13 +65,16 @@ fn run() -> i32 {
             return EXIT_USAGE;
         }
     };
+    logging::init(&cfg.log);
     let result = match &cfg.mode {
         Mode::Init(init) => supervise::run(init, &cfg.shutdown),
         Mode::Drain => Ok(mode::drain::run(&cfg.shutdown)),
         Mode::Sidecar(sidecar, init) => mode::sidecar::run(sidecar, init, &cfg.shutdown),
     };
-    result.unwrap_or_else(|failure| {
+    let code = result.unwrap_or_else(|failure| {
         tracing::error!("{failure}");
         failure.exit_code()
-    })
+    });
+    logging::flush_at_exit();
+    code
 }

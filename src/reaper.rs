@@ -70,17 +70,24 @@ pub fn leftovers(is_pid1: bool) -> Vec<Pid> {
 }
 
 /// Signal every process lastcall answers for (see `leftovers`): as PID 1
-/// with one kill(-1), otherwise the main child's process group and each
-/// child.
-pub fn signal_all(sig: Signal, is_pid1: bool, main_pgid: Pid) {
-    // SAFETY (all kill calls below): kill(2) has no memory-safety preconditions.
-    if is_pid1 {
-        unsafe { libc::kill(-1, sig.0) };
-        return;
+/// with one kill(-1), otherwise the main child's process group; then each
+/// process left, one by one. That second pass finds the processes that
+/// could not be signalled: kill(-1) reports success even when every target
+/// refused with EPERM (kernel/signal.c, kill_something_info). Fails with
+/// EPERM then; ESRCH (already gone) is not a failure.
+pub fn signal_all(sig: Signal, is_pid1: bool, main_pgid: Pid) -> Result<(), Errno> {
+    let kill = |pid: i32| {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        match unsafe { libc::kill(pid, sig.0) } {
+            0 => Ok(()),
+            _ if Errno::last() == Errno::ESRCH => Ok(()),
+            _ => Err(Errno::last()),
+        }
+    };
+    // The broad kill first: it needs no /proc walk.
+    let mut result = kill(if is_pid1 { -1 } else { -main_pgid.as_raw() });
+    for pid in leftovers(is_pid1) {
+        result = result.and(kill(pid.as_raw()));
     }
-    // The group first: it needs no /proc walk.
-    unsafe { libc::kill(-main_pgid.as_raw(), sig.0) };
-    for pid in leftovers(false) {
-        unsafe { libc::kill(pid.as_raw(), sig.0) };
-    }
+    result
 }

@@ -4,6 +4,8 @@
 //!  Running ──stop signal──▶ Draining ──drain done / budget spent──▶ Stopping ──deadline──▶ Killed
 //!     │                        │  └──second stop signal──────────────▲   │                    │
 //!     └──preStop request──▶ Draining(requested) ──done──▶ Drained ──stop signal──┘            │
+//!     ▲                                                      │ no stop signal until the kill time  │
+//!     └──────────────────────────────────────────────────────┘                                     │
 //!  any phase ──main child exited──▶ Leftovers ──all gone / bound──▶ (Killed) ──all gone──▶ Exit
 //! ```
 //!
@@ -171,7 +173,17 @@ impl Shutdown {
                 vec![Action::Stop]
             }
 
-            (P::Drained | P::Stopping, E::Tick) if self.plan.is_some_and(|p| now >= p.kill_at) => {
+            (P::Drained, E::Tick) if self.plan.is_some_and(|p| now >= p.kill_at) => {
+                // A drain was asked for (a hook run by hand, a test of the
+                // preStop path) and no stop signal followed within the whole
+                // plan. The app was never sent the stop signal, so it must
+                // not be killed: the shutdown is called off.
+                warn!(t_ms = ms(self.plan, now), "no stop signal followed the drain request: back to running (the app was not stopped)");
+                self.phase = P::Running;
+                self.plan = None;
+                vec![]
+            }
+            (P::Stopping, E::Tick) if self.plan.is_some_and(|p| now >= p.kill_at) => {
                 warn!(t_ms = ms(self.plan, now), "grace deadline reached: sending SIGKILL to the app and every process left");
                 self.phase = P::Killed;
                 vec![Action::KillAll]
@@ -313,7 +325,7 @@ mod tests {
 
     fn machine(drain: bool, wait_descendants: bool) -> Shutdown {
         Shutdown::new(Settings {
-            budget: Budget { grace: s(30), kill_margin: s(2), stop_budget: s(5) },
+            budget: Budget { grace: s(30), kill_margin: Some(s(2)), stop_budget: Some(s(5)) },
             drain,
             stop_signal: T,
             leftover_timeout: s(2),
@@ -422,6 +434,20 @@ mod tests {
     }
 
     #[test]
+    fn drain_request_without_a_stop_signal_never_kills() {
+        let t0 = Instant::now();
+        let mut m = machine(true, false);
+        m.step(Event::DrainRequest, t0);
+        assert_eq!(m.step(Event::DrainDone("gone".into()), t0 + s(5)), vec![Action::DrainFinished]);
+        assert_eq!(m.next_wakeup(), Some(t0 + s(28)));
+        assert_eq!(m.step(Event::Tick, t0 + s(28)), vec![], "no SIGKILL for an app never sent the stop signal");
+        assert_eq!(m.phase(), Phase::Running);
+        assert_eq!(m.next_wakeup(), None);
+        // A stop signal later is a new shutdown, with a drain of its own.
+        assert_eq!(m.step(Event::StopSignal, t0 + s(100)), vec![Action::StartDrain { until: t0 + s(123) }]);
+    }
+
+    #[test]
     fn prestop_request_without_strategy_is_done_at_once() {
         let t0 = Instant::now();
         let mut m = machine(false, false);
@@ -452,7 +478,7 @@ mod tests {
     fn no_time_to_drain_stops_at_once() {
         let t0 = Instant::now();
         let mut m = Shutdown::new(Settings {
-            budget: Budget { grace: s(5), kill_margin: s(2), stop_budget: s(5) },
+            budget: Budget { grace: s(5), kill_margin: Some(s(2)), stop_budget: Some(s(5)) },
             drain: true,
             stop_signal: T,
             leftover_timeout: s(2),

@@ -37,6 +37,15 @@ const NOT_FORWARDED: &[i32] = &[
     libc::SIGTTOU,
 ];
 
+/// Why a signal is not in the forwarded set, for error messages.
+pub const NOT_CAUGHT: &str = "KILL and STOP cannot be caught, CHLD is lastcall's own, TTIN and TTOU are ignored, \
+and the fault signals (SEGV, BUS, FPE, ILL, ABRT, TRAP, SYS) describe lastcall itself";
+
+/// Whether lastcall catches `sig` and so can forward, rewrite or stop on it.
+pub fn is_forwarded(sig: Signal) -> bool {
+    forwarded().any(|s| s == sig.0)
+}
+
 /// Signals lastcall ignores for itself (see the module doc).
 pub const IGNORED: &[i32] = &[libc::SIGTTIN, libc::SIGTTOU];
 
@@ -112,6 +121,11 @@ impl Rewrites {
         Ok(Rewrites(out))
     }
 
+    /// The FROM signal of each rule, in order.
+    pub fn sources(&self) -> impl Iterator<Item = Signal> + '_ {
+        self.0.iter().map(|(from, _)| *from)
+    }
+
     /// The signal to send for an incoming one; None means drop it.
     pub fn apply(&self, sig: Signal) -> Option<Signal> {
         match self.0.iter().find(|(from, _)| *from == sig) {
@@ -139,6 +153,8 @@ pub struct BadRewrite(pub String);
 /// registration, which made installing ~50 signals most of start-up.)
 pub struct SignalSource {
     fd: std::os::fd::OwnedFd,
+    /// lastcall's own pid, to tell signals it raised itself (see `pending`).
+    me: u32,
 }
 
 impl SignalSource {
@@ -168,7 +184,7 @@ impl SignalSource {
             if fd < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(SignalSource { fd: std::os::fd::OwnedFd::from_raw_fd(fd) })
+            Ok(SignalSource { fd: std::os::fd::OwnedFd::from_raw_fd(fd), me: std::process::id() })
         }
     }
 
@@ -180,6 +196,14 @@ impl SignalSource {
 
     /// The signals queued now, in arrival order (several deliveries of one
     /// standard signal in between count once: the kernel coalesces them).
+    ///
+    /// Signals lastcall raised itself are left out: a write to a broken log
+    /// pipe raises SIGPIPE in the writer, and the kernel records the writer
+    /// as the sender (`si_pid` is the current process for a signal sent
+    /// without siginfo, kernel/signal.c). They describe lastcall's own
+    /// state and must never be forwarded to the app. Nothing else has
+    /// lastcall's pid: kill(-1) and kill(-pgid) never signal the caller's
+    /// own process here, and a sender outside the namespace shows as pid 0.
     pub fn pending(&self) -> Vec<Signal> {
         use std::os::fd::AsRawFd;
         let mut out = Vec::new();
@@ -193,7 +217,7 @@ impl SignalSource {
                 return out;
             }
             let records = n as usize / size;
-            out.extend(infos[..records].iter().map(|i| Signal(i.ssi_signo as i32)));
+            out.extend(infos[..records].iter().filter(|i| i.ssi_pid != self.me).map(|i| Signal(i.ssi_signo as i32)));
             if records < infos.len() {
                 return out;
             }
@@ -240,17 +264,43 @@ mod tests {
 
     #[test]
     fn signal_source_reports_each_signal_once() {
-        // Blocking is per thread: raise(3) targets this thread, which blocks them.
+        // Blocking is per thread: the signals target this thread, which blocks them.
         let source = SignalSource::install([libc::SIGUSR1, libc::SIGUSR2]).unwrap();
-        // SAFETY: raise(3) sends a signal to this thread, which has it blocked.
-        unsafe {
-            libc::raise(libc::SIGUSR2);
-            libc::raise(libc::SIGUSR1);
-            libc::raise(libc::SIGUSR1);
-        }
+        from_outside(libc::SIGUSR2);
+        from_outside(libc::SIGUSR1);
+        from_outside(libc::SIGUSR1);
         let mut got = source.pending();
         got.sort();
         assert_eq!(got, vec![Signal(libc::SIGUSR1), Signal(libc::SIGUSR2)]);
+        assert_eq!(source.pending(), vec![]);
+    }
+
+    /// Queues `sig` to this thread as if a process outside lastcall's PID
+    /// namespace had sent it (si_pid 0). rt_tgsigqueueinfo(2) lets a
+    /// process give its own signals any sender.
+    fn from_outside(sig: i32) {
+        // SAFETY: a zeroed siginfo_t is valid; the fields set below are the
+        // sender's pid and uid at their kernel offsets (after signo, errno,
+        // code: three ints, then a 4-byte pad on 64-bit).
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            info.si_signo = sig;
+            info.si_code = libc::SI_QUEUE;
+            let fields = (&mut info as *mut libc::siginfo_t).cast::<u8>().add(16).cast::<u32>();
+            fields.write(0); // si_pid
+            fields.add(1).write(0); // si_uid
+            let r = libc::syscall(libc::SYS_rt_tgsigqueueinfo, libc::getpid(), libc::gettid(), sig, &info);
+            assert_eq!(r, 0, "rt_tgsigqueueinfo: {}", std::io::Error::last_os_error());
+        }
+    }
+
+    #[test]
+    fn signals_raised_by_lastcall_itself_are_left_out() {
+        let source = SignalSource::install([libc::SIGPIPE]).unwrap();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(r);
+        // A write to a pipe without readers raises SIGPIPE in the writer.
+        assert_eq!(nix::unistd::write(&w, b"x"), Err(nix::errno::Errno::EPIPE));
         assert_eq!(source.pending(), vec![]);
     }
 

@@ -21,6 +21,7 @@
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -35,7 +36,7 @@ use crate::exit_status::ChildExit;
 use crate::reaper::{self, Remaining};
 use crate::shutdown::{Action, Event, Phase, Settings, Shutdown};
 use crate::signals::{self, Signal, SIGCHLD, SIGKILL};
-use crate::{drain, Failure};
+use crate::{drain, logging, Failure};
 
 /// The loop's inbox, for the events the drain thread sends: a queue plus a
 /// wake-up pipe; cheap to clone into threads. (A Mutex<Vec> rather than std's mpsc channel: a handful of
@@ -106,13 +107,16 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
     let inbox = Inbox { queue: Arc::default(), wake: Arc::new(wake_write) };
 
     // Bind before spawning: umask is process-wide and must not race a thread.
-    let listener = shutdown.control_socket.as_deref().and_then(|path| match control::listen(path) {
-        Ok(l) => Some(l),
+    let mut control = shutdown.control_socket.as_deref().and_then(|path| match control::listen(path) {
+        Ok(server) => Some(server),
         Err(e) => {
-            debug!(path = %path.display(), error = %e, "control socket unavailable: `lastcall drain` will drain on its own");
+            warn!(path = %path.display(), error = %e, "no control socket: a `lastcall drain` hook cannot reach this PID 1 and will drain on its own");
             None
         }
     });
+    if init.rewrites.apply(shutdown.stop_signal).is_none() {
+        warn!(signal = %shutdown.stop_signal, "--rewrite drops the stop signal: the app will get no signal to stop on");
+    }
 
     // Fail fast, before the first rollout: can the strategies observe at all?
     if shutdown.drain.k8s.strict {
@@ -126,12 +130,10 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
         });
     }
 
+    // The app starts in lastcall's working directory; lastcall itself moves
+    // to / before the app exists (see child::spawn).
     let child = child::spawn(&init.command).map_err(Failure::Spawn)?;
     debug!(pid = child.pid.as_raw(), command = ?init.command, "app started");
-
-    let mut control = listener.map(control::Server::new);
-    // Like catatonit: hold no directory, so no mount stays pinned by PID 1.
-    let _ = std::env::set_current_dir("/");
     crate::memory::release_startup_pages();
 
     let mut sup = Supervisor {
@@ -147,14 +149,15 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
             wait_descendants: init.wait_descendants,
         }),
         inbox,
-        waiters: Vec::new(),
+        drain_cancel: None,
         remaining: Remaining::Some,
     };
 
     // Reap at the first turn too: a child may have exited before the loop.
     let mut reap_due = true;
     loop {
-        let timeout = match sup.machine.next_wakeup() {
+        let wakeup = [sup.machine.next_wakeup(), control.as_ref().and_then(control::Server::next_wakeup)].into_iter().flatten().min();
+        let timeout = match wakeup {
             None => PollTimeout::NONE,
             Some(t) => {
                 // Round up so a wake-up never comes just before the deadline.
@@ -162,14 +165,18 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
                 PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
             }
         };
-        let (signals_ready, wake_ready, control_ready) = {
+        let (signals_ready, wake_ready, log_ready, control_ready) = {
             let mut fds = vec![PollFd::new(signal_source.fd(), PollFlags::POLLIN), PollFd::new(wake_read.as_fd(), PollFlags::POLLIN)];
+            // Log lines held back while stderr was full go out when it has room.
+            let log_fd = logging::backlog_fd();
+            fds.extend(log_fd.map(|fd| PollFd::new(fd, PollFlags::POLLOUT)));
+            let first_control = fds.len();
             if let Some(server) = &control {
-                fds.extend(server.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+                fds.extend(server.fds(Instant::now()).map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
             }
             let _ = poll(&mut fds, timeout); // EINTR is a wake-up like any other
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]), fds[2..].iter().any(ready))
+            (ready(&fds[0]), ready(&fds[1]), log_fd.is_some() && ready(&fds[2]), fds[first_control..].iter().any(ready))
         };
         let now = Instant::now();
         let mut events = Vec::new();
@@ -193,12 +200,13 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
             while matches!((&wake_read).read(&mut drained), Ok(n) if n > 0) {}
             events.extend(sup.inbox.take());
         }
-        if control_ready {
-            if let Some(server) = &mut control {
-                for conn in server.service() {
-                    sup.waiters.push(conn);
-                    events.push(Event::DrainRequest);
-                }
+        if log_ready {
+            logging::flush();
+        }
+        // Also without a ready descriptor: silent clients time out.
+        if let Some(server) = &mut control {
+            if (control_ready || server.next_wakeup().is_some_and(|t| now >= t)) && server.service(now) > 0 {
+                events.push(Event::DrainRequest);
             }
         }
 
@@ -217,7 +225,16 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
 
         for event in events {
             for action in sup.machine.step(event, now) {
-                sup.perform(action, now);
+                if let Some(code) = sup.perform(action, now, control.as_mut()) {
+                    return Ok(code);
+                }
+            }
+        }
+        // A drain the machine no longer waits for (a second stop signal, the
+        // app's exit, the budget spent) may still be running: silence it.
+        if !matches!(sup.machine.phase(), Phase::Draining { .. }) {
+            if let Some(cancel) = sup.drain_cancel.take() {
+                cancel.store(true, Ordering::Relaxed);
             }
         }
 
@@ -238,7 +255,7 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
             // Orphans keep being reparented to us while their parents die;
             // outside PID 1 they are not covered by one kill(-1).
             (Phase::Killed, Remaining::Some) if !is_pid1 => {
-                reaper::signal_all(SIGKILL, false, child.pid);
+                let _ = reaper::signal_all(SIGKILL, false, child.pid);
             }
             _ => {}
         }
@@ -252,7 +269,8 @@ struct Supervisor<'a> {
     child: Child,
     machine: Shutdown,
     inbox: Inbox,
-    waiters: Vec<UnixStream>,
+    /// Raised when the drain under way is no longer wanted.
+    drain_cancel: Option<Arc<AtomicBool>>,
     /// Whether lastcall had children left at the last reap.
     remaining: Remaining,
 }
@@ -276,14 +294,18 @@ impl Supervisor<'_> {
         }
     }
 
-    fn perform(&mut self, action: Action, now: Instant) {
+    /// Carry out one action; `Some(code)` when lastcall must exit now.
+    fn perform(&mut self, action: Action, now: Instant, control: Option<&mut control::Server>) -> Option<i32> {
         let t_ms = self.machine.elapsed_ms(now);
         match action {
             Action::StartDrain { until } => {
                 let cfg = self.shutdown.drain.clone();
                 let inbox = self.inbox.clone();
                 let pid = self.child.pid.as_raw();
+                let cancel = Arc::new(AtomicBool::new(false));
+                self.drain_cancel = Some(Arc::clone(&cancel));
                 let spawned = std::thread::Builder::new().name("drain".into()).stack_size(512 * 1024).spawn(move || {
+                    logging::mute_this_thread_when(cancel);
                     let why = drain::run(&cfg, now, until, None, Some(pid), Arc::new(inbox.clone())).why;
                     inbox.send(Event::DrainDone(why));
                 });
@@ -292,20 +314,27 @@ impl Supervisor<'_> {
                     self.inbox.send(Event::DrainDone(format!("no drain thread: {e}")));
                 }
             }
-            Action::DrainFinished => self.answer(Reply::Done),
-            Action::AppExited => self.answer(Reply::Exited),
+            Action::DrainFinished => {
+                if let Some(server) = control {
+                    server.answer(Reply::Done);
+                }
+            }
+            Action::AppExited => {
+                if let Some(server) = control {
+                    server.answer(Reply::Exited);
+                }
+            }
             Action::Stop => {
                 let sig = self.shutdown.stop_signal;
                 let kill_in_ms = self.machine.kill_in_ms(now);
                 match self.init.rewrites.apply(sig) {
-                    None => warn!(t_ms, signal = %sig, "the stop signal is dropped by --rewrite: the app gets nothing"),
+                    None => debug!(t_ms, signal = %sig, "stop signal dropped by --rewrite"),
                     Some(to) => {
                         let sent = child::signal(self.child, to, self.init.process_group);
                         // Let the app run first: on a single CPU it would
                         // otherwise wait for the log lines below (whose code
                         // start-up pages may have to be mapped back in).
-                        // SAFETY: sched_yield(2) has no preconditions.
-                        unsafe { libc::sched_yield() };
+                        std::thread::yield_now();
                         let target = if self.init.process_group { "process group" } else { "process" };
                         match sent {
                             Ok(()) => {
@@ -318,29 +347,33 @@ impl Supervisor<'_> {
             }
             Action::SignalLeftovers(sig) => {
                 if self.remaining == Remaining::None {
-                    return; // the usual case: the app left nothing behind
+                    return None; // the usual case: the app left nothing behind
                 }
                 let left = leftovers(self.is_pid1);
                 if !left.is_empty() {
                     warn!(t_ms, signal = %sig, count = left.len(), processes = %left.join(" "), "processes left after the app exited: signalling them");
-                    reaper::signal_all(sig, self.is_pid1, self.child.pid);
+                    let _ = reaper::signal_all(sig, self.is_pid1, self.child.pid);
                 }
             }
             Action::KillAll => {
-                reaper::signal_all(SIGKILL, self.is_pid1, self.child.pid);
+                let killed = reaper::signal_all(SIGKILL, self.is_pid1, self.child.pid);
                 // Listed after the kill (the dead stay in /proc until reaped),
                 // so no /proc walk delays it.
                 let left = leftovers(self.is_pid1);
+                if let Err(e) = killed {
+                    // Typically EPERM: the app made itself another user
+                    // (set-user-ID) and a non-root lastcall may not signal
+                    // it. Staying would only overrun the grace period; as
+                    // PID 1, exiting makes the kernel kill every process in
+                    // the namespace.
+                    error!(t_ms, error = %e, count = left.len(), processes = %left.join(" "), "SIGKILL failed: exiting so that the processes left die with the container");
+                    return Some(128 + SIGKILL.0);
+                }
                 warn!(t_ms, count = left.len(), processes = %left.join(" "), "SIGKILL sent");
             }
             Action::Exit(_) => {} // handled by the loop, which owns the return
         }
-    }
-
-    fn answer(&mut self, reply: Reply) {
-        for mut w in self.waiters.drain(..) {
-            let _ = w.write_all(reply.line());
-        }
+        None
     }
 }
 

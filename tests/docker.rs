@@ -151,6 +151,33 @@ fn stop_drains_then_forwards_and_keeps_the_app_exit_code() {
     ensure!(c, signals.len() == 1, "the app got more than the one TERM: {signals:?}");
 }
 
+/// distroless `:nonroot` images run as uid 65532, often with a read-only
+/// root filesystem: /run/lastcall.sock cannot be created. The preStop hook
+/// (`docker exec ... /lastcall drain`, as the kubelet runs it) must still
+/// reach the PID 1 and drain once, and the stop that follows must not drain
+/// a second time.
+#[test]
+fn nonroot_readonly_container_drains_once() {
+    let Some(()) = engine() else { return };
+    let images = images();
+    let mut opts = vec!["--user", "65532:65532", "--read-only", "-e", "LASTCALL_DRAIN=delay", "-e", "LASTCALL_DRAIN_DELAY=2s"];
+    opts.extend(FIT_DOCKER);
+    let c = Container::start(&images.app.tag, &opts, &["signals"]);
+    c.wait_for("ready");
+    let (hook, took) = c.exec(&["/lastcall", "drain"]);
+    ensure!(c, hook.status.success(), "the hook failed:\n{hook}");
+    ensure!(c, hook.stderr.contains("drain done by the lastcall PID 1"), "the hook did not drain through the PID 1:\n{hook}");
+    ensure!(c, took >= Duration::from_secs(2), "the hook returned after {took:?}, before the 2 s drain");
+    let stop_ns = mono_ns();
+    c.stop(DOCKER_STOP_TIMEOUT);
+    let term = c.wait_for("signal TERM ");
+    let term_ns: u64 = term.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let after = Duration::from_nanos(term_ns.saturating_sub(stop_ns));
+    ensure!(c, after < Duration::from_secs(1), "the app got TERM {after:?} after `docker stop`: drained a second time");
+    let code = c.exit_code();
+    ensure!(c, code == 0, "exit code {code}");
+}
+
 #[test]
 fn kill_hup_reaches_the_app() {
     let Some(()) = engine() else { return };
@@ -720,6 +747,18 @@ mod harness {
             let t0 = Instant::now();
             self.docker_ok(&["stop", &self.name]);
             t0.elapsed()
+        }
+
+        /// `docker exec CONTAINER ARGS...` (as the container's user): its
+        /// output and how long it took.
+        pub fn exec(&self, args: &[&str]) -> (Output, Duration) {
+            let t0 = Instant::now();
+            let mut all = vec!["exec", self.name.as_str()];
+            all.extend_from_slice(args);
+            match try_output(docker(all), CLI_LIMIT) {
+                Ok(o) => (o, t0.elapsed()),
+                Err(e) => self.fail(&e),
+            }
         }
 
         /// `docker kill -s SIGNAL`.

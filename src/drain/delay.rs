@@ -4,10 +4,16 @@
 use std::time::Instant;
 
 use super::{Ctx, Outcome};
+use crate::deadline::saturating_add;
 
 pub fn wait(ctx: &Ctx) -> Outcome {
-    let end = (ctx.started + ctx.cfg.delay).min(ctx.until());
+    let full = saturating_add(ctx.started, ctx.cfg.delay);
+    let end = full.min(ctx.until());
     sleep_until(end);
+    if end < full {
+        let waited = end.saturating_duration_since(ctx.started).as_millis();
+        return Outcome::Done(format!("fixed delay of {}ms cut to {waited}ms by the drain deadline", ctx.cfg.delay.as_millis()));
+    }
     Outcome::Done(format!("fixed delay of {}ms", ctx.cfg.delay.as_millis()))
 }
 

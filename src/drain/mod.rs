@@ -96,7 +96,7 @@ impl<'a> Ctx<'a> {
     /// `until`, further bounded by `--drain-timeout` (for observing strategies).
     pub fn bounded_until(&self) -> Instant {
         match self.cfg.timeout {
-            Some(t) => self.until().min(self.started + t),
+            Some(t) => self.until().min(crate::deadline::saturating_add(self.started, t)),
             None => self.until(),
         }
     }
@@ -108,7 +108,7 @@ impl<'a> Ctx<'a> {
     pub fn hard_deadline(&self, at: Instant) {
         self.notify.hard_deadline(at);
         if let Some(b) = self.budget {
-            let end = at.checked_sub(b.kill_margin + b.stop_budget).unwrap_or(self.started).max(self.started);
+            let end = b.tighten(b.plan(self.started), at).drain_until;
             if end < self.until.get() {
                 self.until.set(end);
             }
@@ -163,7 +163,7 @@ fn chain(
                 why = format!("{}: {seen}", strategy.name());
             }
             Outcome::Fallback(reason) => {
-                let fallback_end = (started + cfg.delay).min(until.get());
+                let fallback_end = crate::deadline::saturating_add(started, cfg.delay).min(until.get());
                 warn!(
                     strategy = strategy.name(),
                     reason = %reason,

@@ -9,14 +9,15 @@
 //! 1 when the control socket answered nonsense or broke; 2 when there is
 //! nothing it could do (no PID 1 to ask, no strategy configured).
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::ShutdownConfig;
 use crate::control::{self, ClientError, Reply};
-use crate::drain;
+use crate::deadline::{Budget, Plan};
+use crate::drain::{self, Notify};
 
 pub fn run(cfg: &ShutdownConfig) -> i32 {
     let start = Instant::now();
@@ -45,7 +46,74 @@ pub fn run(cfg: &ShutdownConfig) -> i32 {
     }
     let plan = cfg.budget.plan(start);
     info!(drain_max_ms = (plan.drain_until - start).as_millis(), "draining (no lastcall PID 1 here)");
-    let why = drain::run(&cfg.drain, start, plan.drain_until, Some(cfg.budget), None, Arc::new(drain::NoNotify)).why;
-    info!(t_ms = start.elapsed().as_millis(), reason = %why, "drain ended");
+    match drain_within(cfg, start) {
+        Some(why) => info!(t_ms = start.elapsed().as_millis(), reason = %why, "drain ended"),
+        None => warn!(
+            t_ms = start.elapsed().as_millis(),
+            "the drain did not end by its deadline: ending the hook so the app keeps its stop budget"
+        ),
+    }
     0
+}
+
+/// How long past its deadline a drain may take to report: the strategies
+/// end at the deadline themselves, and this only covers their last steps.
+const OVERRUN: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The drain, on a thread of its own, waited for at most until its plan's
+/// end (moved earlier when the pod's deletion deadline is learned): no
+/// strategy, however stuck, keeps the hook past it. `None`: it did not end
+/// in time (the thread is left behind; the process exits right after).
+fn drain_within(cfg: &ShutdownConfig, start: Instant) -> Option<String> {
+    let watch =
+        Arc::new(Watch { budget: cfg.budget, plan: Mutex::new(cfg.budget.plan(start)), ended: Mutex::new(None), changed: Condvar::new() });
+    let (drain_cfg, budget, w) = (cfg.drain.clone(), cfg.budget, Arc::clone(&watch));
+    let until = watch.plan().drain_until;
+    let spawned = std::thread::Builder::new().name("drain".into()).stack_size(512 * 1024).spawn(move || {
+        let why = drain::run(&drain_cfg, start, until, Some(budget), None, Arc::clone(&w) as Arc<dyn Notify>).why;
+        *w.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        w.changed.notify_all();
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start the drain thread: no drain");
+        return Some(format!("no drain thread: {e}"));
+    }
+    let mut ended = watch.ended.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        if let Some(why) = ended.take() {
+            return Some(why);
+        }
+        let left = (watch.plan().drain_until + OVERRUN).saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        ended = watch.changed.wait_timeout(ended, left).unwrap_or_else(|p| p.into_inner()).0;
+    }
+}
+
+/// What the waiting hook knows of the drain thread: its end, and its plan
+/// as a learned deletion deadline tightens it.
+struct Watch {
+    budget: Budget,
+    plan: Mutex<Plan>,
+    ended: Mutex<Option<String>>,
+    changed: Condvar,
+}
+
+impl Watch {
+    fn plan(&self) -> Plan {
+        *self.plan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Notify for Watch {
+    fn hard_deadline(&self, at: Instant) {
+        let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        *plan = self.budget.tighten(*plan, at);
+        drop(plan);
+        // Take the ended lock so the waiter is either before its check or
+        // already waiting: the wake-up is never lost.
+        let _ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        self.changed.notify_all();
+    }
 }
