@@ -1,14 +1,55 @@
-//! How a child's wait status becomes lastcall's exit code.
+//! lastcall's exit status: the child's wait status, or why lastcall could
+//! not run the child at all.
 //!
-//! | child                     | lastcall exits |
-//! |---------------------------|----------------|
-//! | exit(N)                   | N              |
-//! | killed by signal N        | 128 + N        |
-//! | code listed in --remap-exit | 0            |
+//! | what happened                         | lastcall exits |
+//! |---------------------------------------|----------------|
+//! | the child exit(N)                     | N              |
+//! | the child was killed by signal N      | 128 + N        |
+//! | the child's code is in --remap-exit   | 0              |
+//! | bad usage or settings                 | 2              |
+//! | a SIGKILL at the deadline was refused | 137            |
+//! | the command is not executable         | 126            |
+//! | the command is not found              | 127            |
+//! | lastcall failed before the child ran  | 125            |
+//! | `--strict` found a strategy unusable  | 78             |
 //!
-//! This is the shell's convention, and tini's, dumb-init's and catatonit's.
+//! The first three are the shell's convention, and tini's, dumb-init's and
+//! catatonit's; 125-127 are Docker's and the shell's.
 
 use std::collections::BTreeSet;
+
+use crate::child::SpawnError;
+
+/// Bad usage or settings (clap's convention).
+pub const EXIT_USAGE: i32 = 2;
+/// lastcall failed before the child ran (Docker's convention for the runtime).
+pub const EXIT_SETUP: i32 = 125;
+/// `--strict` found a drain strategy unusable (sysexits' EX_CONFIG).
+pub const EXIT_PREFLIGHT: i32 = 78;
+
+/// Why lastcall could not run the app at all.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    #[error("{what}: {source}")]
+    Setup { what: &'static str, source: std::io::Error },
+    #[error("cannot listen on {addr} (--listen): {source}")]
+    Listen { addr: String, source: std::io::Error },
+    /// `--strict` and a drain strategy cannot work here.
+    #[error("{0} (exiting because of --strict)")]
+    Preflight(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Spawn(e) => e.exit_code(),
+            Failure::Setup { .. } | Failure::Listen { .. } => EXIT_SETUP,
+            Failure::Preflight(_) => EXIT_PREFLIGHT,
+        }
+    }
+}
 
 /// How the main child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,33 +18,7 @@ mod signals;
 mod supervise;
 
 use crate::config::{Config, Mode};
-
-/// Why lastcall could not run the app at all.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    #[error(transparent)]
-    Spawn(#[from] child::SpawnError),
-    #[error("setup failed: {0}")]
-    Setup(String),
-    /// `--strict` and a drain strategy cannot work here.
-    #[error("{0} (exiting because of --strict)")]
-    Preflight(String),
-}
-
-impl Failure {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Failure::Spawn(e) => e.exit_code(),
-            Failure::Setup(_) => 125,
-            Failure::Preflight(_) => EXIT_PREFLIGHT,
-        }
-    }
-}
-
-/// Exit status for bad usage (clap's convention).
-pub const EXIT_USAGE: i32 = 2;
-/// Exit status when `--strict` finds a drain strategy unusable (sysexits' EX_CONFIG).
-pub const EXIT_PREFLIGHT: i32 = 78;
+use crate::exit_status::EXIT_USAGE;
 
 fn main() {
     std::process::exit(run());

@@ -36,13 +36,7 @@ pub fn reap(mut on_exit: impl FnMut(Pid, i32)) -> Remaining {
 /// Make lastcall the reaper of its orphaned descendants when it is not PID 1
 /// (prctl(2) PR_SET_CHILD_SUBREAPER).
 pub fn become_subreaper() -> Result<(), Errno> {
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Errno::last())
-    }
+    nix::sys::prctl::set_child_subreaper(true)
 }
 
 /// Every process in /proc, with its parent's pid (field 4 of

@@ -148,9 +148,12 @@ pub struct BadRewrite(pub String);
 /// tini's sigtimedwait. Its catch is that a blocked mask is inherited: by
 /// the threads lastcall starts (all after `install`, so they block the same
 /// set and never take a signal meant for the loop) and by the app, whose
-/// mask `child::spawn` empties before exec. (An earlier version used
-/// signal-hook's handlers; its registry copies itself on every
-/// registration, which made installing ~50 signals most of start-up.)
+/// mask `child::spawn` empties before exec.
+///
+/// Why not signal-hook here, as the sidecar uses it (it handles three
+/// signals, where its cost does not matter): the PID 1 catches ~50, and
+/// signal-hook's registry copies itself on every registration, which would
+/// make installing them most of lastcall's start-up.
 pub struct SignalSource {
     fd: std::os::fd::OwnedFd,
     /// lastcall's own pid, to tell signals it raised itself (see `pending`).

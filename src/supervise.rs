@@ -1,22 +1,25 @@
-//! The supervisor: one loop that blocks in one place, feeds the shutdown
-//! state machine, and carries out its actions.
+//! The supervisor: the PID 1 checklist (prepare, spawn, loop), and the one
+//! loop that blocks in one place, feeds the shutdown state machine and
+//! carries out what it decides.
 //!
 //! Everything that can happen arrives as readable bytes on a descriptor,
 //! and the loop sleeps in poll(2) on all of them with a timeout set to the
-//! machine's next deadline:
+//! next deadline:
 //! * a signalfd with every forwarded signal and SIGCHLD (see
 //!   `signals::SignalSource` for why signalfd),
 //! * the inbox's wake-up pipe, written by the drain thread after it queues
-//!   an `Input`, and
-//! * the control socket and its connected clients (`control::Server`).
+//!   an `Event`,
+//! * the control socket and its connected clients (`control::Server`),
+//! * stderr, while log lines wait for room in a full pipe (`logging`).
 //!
 //! In the steady state (the app running) lastcall has no other thread: a
 //! drain thread exists only during a drain.
 //!
 //! Once the child exists lastcall never bails out: an error is logged and
 //! the loop goes on, since PID 1 exiting would SIGKILL the whole container
-//! (catatonit's rule). The only ways out are the child's exit and the kill
-//! deadline.
+//! (catatonit's rule). The only ways out are the child's exit, the kill
+//! deadline, and a SIGKILL that the kernel refused (then exiting is what
+//! kills the rest).
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -32,15 +35,16 @@ use tracing::{debug, error, info, warn};
 use crate::child::{self, Child};
 use crate::config::{InitConfig, ShutdownConfig};
 use crate::control::{self, Reply};
-use crate::exit_status::ChildExit;
+use crate::exit_status::{ChildExit, Failure};
 use crate::reaper::{self, Remaining};
-use crate::shutdown::{Action, Event, Phase, Settings, Shutdown};
-use crate::signals::{self, Signal, SIGCHLD, SIGKILL};
-use crate::{drain, logging, Failure};
+use crate::shutdown::{Action, Event, Happened, Phase, Settings, Shutdown};
+use crate::signals::{self, Signal, SignalSource, SIGCHLD, SIGKILL};
+use crate::{drain, logging};
 
 /// The loop's inbox, for the events the drain thread sends: a queue plus a
-/// wake-up pipe; cheap to clone into threads. (A Mutex<Vec> rather than std's mpsc channel: a handful of
-/// messages per shutdown, and some 15 KB less binary.)
+/// wake-up pipe; cheap to clone into threads. (A Mutex<Vec> rather than
+/// std's mpsc channel: a handful of messages per shutdown, and some 15 KB
+/// less binary.)
 #[derive(Clone)]
 pub struct Inbox {
     queue: Arc<Mutex<Vec<Event>>>,
@@ -76,190 +80,98 @@ pub fn stopped_at() -> Option<Instant> {
 /// Block the signals the supervisor handles and open their signalfd. The
 /// blocked mask is inherited by threads started afterwards, so call it
 /// before starting any (the sidecar calls it early for that reason).
-pub fn install_signal_source() -> Result<signals::SignalSource, Failure> {
-    signals::SignalSource::install(signals::forwarded().chain([SIGCHLD.0])).map_err(|e| Failure::Setup(format!("signal handling: {e}")))
+pub fn install_signal_source() -> Result<SignalSource, Failure> {
+    SignalSource::install(signals::forwarded().chain([SIGCHLD.0])).map_err(|e| Failure::Setup { what: "signal handling", source: e })
 }
 
-/// Run `init.command` under lastcall and return the exit code for lastcall.
+/// Run `init.command` under lastcall and return the exit code for lastcall:
+/// tini's checklist.
 pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure> {
     let is_pid1 = getpid().as_raw() == 1;
+    configure_process(init, is_pid1);
+    // Signals are blocked and queued before the child starts, so none sent
+    // to lastcall in between is lost; the child unblocks them before exec.
+    let signals = install_signal_source()?;
+    let (inbox, wake) = inbox()?;
+    let control = listen_for_hooks(init, shutdown);
+    preflight(shutdown)?;
+    // The app starts in lastcall's working directory; lastcall itself moves
+    // to / before the app exists (see child::spawn).
+    let child = child::spawn(&init.command)?;
+    debug!(pid = child.pid.as_raw(), command = ?init.command, "app started");
+    crate::memory::release_startup_pages();
+    Supervisor::new(init, shutdown, is_pid1, child, signals, inbox, wake, control).run()
+}
+
+/// Subreaper (when not PID 1), parent-death signal, ignored signals.
+fn configure_process(init: &InitConfig, is_pid1: bool) {
     if !is_pid1 {
         if let Err(e) = reaper::become_subreaper() {
             warn!(error = %e, "not PID 1 and cannot become a child subreaper: orphans of the app will not be reaped by lastcall");
         }
     }
     if let Some(sig) = init.pdeathsig {
-        // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig.0 as libc::c_ulong, 0, 0, 0) };
+        if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::try_from(sig.0).ok()) {
+            warn!(signal = %sig, error = %e, "cannot set the parent-death signal");
+        }
     }
     for &sig in signals::IGNORED {
-        // SAFETY: setting SIG_IGN installs no Rust code as a handler.
-        unsafe { libc::signal(sig, libc::SIG_IGN) };
+        if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
+            // SAFETY: SIG_IGN installs no handler code.
+            let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
+        }
     }
+}
 
-    // Signals are blocked and queued before the child starts, so none sent
-    // to lastcall in between is lost; the child unblocks them before exec.
-    let signal_source = install_signal_source()?;
+/// The drain thread's inbox and the loop's end of its wake-up pipe.
+fn inbox() -> Result<(Inbox, UnixStream), Failure> {
+    let setup = |source| Failure::Setup { what: "wake pipe", source };
+    let (wake_read, wake_write) = UnixStream::pair().map_err(setup)?;
+    wake_read.set_nonblocking(true).map_err(setup)?;
+    wake_write.set_nonblocking(true).map_err(setup)?;
+    Ok((Inbox { queue: Arc::default(), wake: Arc::new(wake_write) }, wake_read))
+}
 
-    let (wake_read, wake_write) = UnixStream::pair().map_err(|e| Failure::Setup(format!("wake pipe: {e}")))?;
-    wake_read.set_nonblocking(true).map_err(|e| Failure::Setup(format!("wake pipe: {e}")))?;
-    wake_write.set_nonblocking(true).map_err(|e| Failure::Setup(format!("wake pipe: {e}")))?;
-    let inbox = Inbox { queue: Arc::default(), wake: Arc::new(wake_write) };
-
-    // Bind before spawning: umask is process-wide and must not race a thread.
-    let mut control = shutdown.control_socket.as_deref().and_then(|path| match control::listen(path) {
+/// The control socket for `lastcall drain` hooks. Bound before spawning:
+/// umask is process-wide and must not race a thread.
+fn listen_for_hooks(init: &InitConfig, shutdown: &ShutdownConfig) -> Option<control::Server> {
+    if init.rewrites.apply(shutdown.stop_signal).is_none() {
+        warn!(signal = %shutdown.stop_signal, "--rewrite drops the stop signal: the app will get no signal to stop on");
+    }
+    let path = shutdown.control_socket.as_deref()?;
+    match control::listen(path) {
         Ok(server) => Some(server),
         Err(e) => {
             warn!(path = %path.display(), error = %e, "no control socket: a `lastcall drain` hook cannot reach this PID 1 and will drain on its own");
             None
         }
-    });
-    if init.rewrites.apply(shutdown.stop_signal).is_none() {
-        warn!(signal = %shutdown.stop_signal, "--rewrite drops the stop signal: the app will get no signal to stop on");
     }
+}
 
-    // Fail fast, before the first rollout: can the strategies observe at all?
+/// Fail fast, before the first rollout: can the strategies observe at all?
+/// With `--strict` a problem stops lastcall (exit 78); otherwise it is
+/// checked on a thread and logged as a warning.
+fn preflight(shutdown: &ShutdownConfig) -> Result<(), Failure> {
     if shutdown.drain.k8s.strict {
-        drain::preflight(&shutdown.drain).map_err(Failure::Preflight)?;
-    } else if !shutdown.drain.strategies.is_empty() {
+        return drain::preflight(&shutdown.drain).map_err(Failure::Preflight);
+    }
+    if !shutdown.drain.strategies.is_empty() {
         let cfg = shutdown.drain.clone();
         let _ = std::thread::Builder::new().name("preflight".into()).stack_size(512 * 1024).spawn(move || {
             if let Err(problem) = drain::preflight(&cfg) {
-                warn!("{problem}");
+                warn!(%problem, "drain strategy check failed");
             }
         });
     }
+    Ok(())
+}
 
-    // The app starts in lastcall's working directory; lastcall itself moves
-    // to / before the app exists (see child::spawn).
-    let child = child::spawn(&init.command).map_err(Failure::Spawn)?;
-    debug!(pid = child.pid.as_raw(), command = ?init.command, "app started");
-    crate::memory::release_startup_pages();
-
-    let mut sup = Supervisor {
-        init,
-        shutdown,
-        is_pid1,
-        child,
-        machine: Shutdown::new(Settings {
-            budget: shutdown.budget,
-            drain: !shutdown.drain.strategies.is_empty(),
-            stop_signal: shutdown.stop_signal,
-            leftover_timeout: init.leftover_timeout,
-            wait_descendants: init.wait_descendants,
-        }),
-        inbox,
-        drain_cancel: None,
-        remaining: Remaining::Some,
-    };
-
-    // Reap at the first turn too: a child may have exited before the loop.
-    let mut reap_due = true;
-    loop {
-        let wakeup = [sup.machine.next_wakeup(), control.as_ref().and_then(control::Server::next_wakeup)].into_iter().flatten().min();
-        let timeout = match wakeup {
-            None => PollTimeout::NONE,
-            Some(t) => {
-                // Round up so a wake-up never comes just before the deadline.
-                let ms = t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
-                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        let (signals_ready, wake_ready, log_ready, control_ready) = {
-            let mut fds = vec![PollFd::new(signal_source.fd(), PollFlags::POLLIN), PollFd::new(wake_read.as_fd(), PollFlags::POLLIN)];
-            // Log lines held back while stderr was full go out when it has room.
-            let log_fd = logging::backlog_fd();
-            fds.extend(log_fd.map(|fd| PollFd::new(fd, PollFlags::POLLOUT)));
-            let first_control = fds.len();
-            if let Some(server) = &control {
-                fds.extend(server.fds(Instant::now()).map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
-            }
-            let _ = poll(&mut fds, timeout); // EINTR is a wake-up like any other
-            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]), log_fd.is_some() && ready(&fds[2]), fds[first_control..].iter().any(ready))
-        };
-        let now = Instant::now();
-        let mut events = Vec::new();
-
-        // Signals first: forwarding is the latency that matters.
-        if signals_ready {
-            for sig in signal_source.pending() {
-                if sig == SIGCHLD {
-                    reap_due = true;
-                } else if sig == shutdown.stop_signal {
-                    STOPPED_AT.get_or_init(|| now);
-                    events.push(Event::StopSignal);
-                } else {
-                    sup.forward(sig);
-                }
-            }
-        }
-
-        if wake_ready {
-            let mut drained = [0u8; 64];
-            while matches!((&wake_read).read(&mut drained), Ok(n) if n > 0) {}
-            events.extend(sup.inbox.take());
-        }
-        if log_ready {
-            logging::flush();
-        }
-        // Also without a ready descriptor: silent clients time out.
-        if let Some(server) = &mut control {
-            if (control_ready || server.next_wakeup().is_some_and(|t| now >= t)) && server.service(now) > 0 {
-                events.push(Event::DrainRequest);
-            }
-        }
-
-        if reap_due {
-            reap_due = false;
-            let main_pid = child.pid;
-            sup.remaining = reaper::reap(|pid, status| {
-                if pid == main_pid {
-                    events.push(Event::ChildExited(ChildExit::from_wait(status)));
-                } else {
-                    debug!(pid = pid.as_raw(), "reaped an orphan");
-                }
-            });
-        }
-        events.push(Event::Tick);
-
-        for event in events {
-            for action in sup.machine.step(event, now) {
-                if let Some(code) = sup.perform(action, now, control.as_mut()) {
-                    return Ok(code);
-                }
-            }
-        }
-        // A drain the machine no longer waits for (a second stop signal, the
-        // app's exit, the budget spent) may still be running: silence it.
-        if !matches!(sup.machine.phase(), Phase::Draining { .. }) {
-            if let Some(cancel) = sup.drain_cancel.take() {
-                cancel.store(true, Ordering::Relaxed);
-            }
-        }
-
-        match (sup.machine.phase(), sup.remaining) {
-            (Phase::Leftovers { .. } | Phase::Killed, Remaining::None) => {
-                for action in sup.machine.step(Event::ChildrenGone, now) {
-                    if let Action::Exit(exit) = action {
-                        let code = init.remap.exit_code(exit);
-                        if sup.machine.shutting_down() {
-                            info!(t_ms = sup.machine.elapsed_ms(now), code, "exiting");
-                        } else {
-                            debug!(code, "exiting");
-                        }
-                        return Ok(code);
-                    }
-                }
-            }
-            // Orphans keep being reparented to us while their parents die;
-            // outside PID 1 they are not covered by one kill(-1).
-            (Phase::Killed, Remaining::Some) if !is_pid1 => {
-                let _ = reaper::signal_all(SIGKILL, false, child.pid);
-            }
-            _ => {}
-        }
-    }
+/// What poll(2) found ready.
+struct Ready {
+    signals: bool,
+    wake: bool,
+    log: bool,
+    control: bool,
 }
 
 struct Supervisor<'a> {
@@ -268,14 +180,152 @@ struct Supervisor<'a> {
     is_pid1: bool,
     child: Child,
     machine: Shutdown,
+    signals: SignalSource,
     inbox: Inbox,
+    wake: UnixStream,
+    control: Option<control::Server>,
     /// Raised when the drain under way is no longer wanted.
     drain_cancel: Option<Arc<AtomicBool>>,
     /// Whether lastcall had children left at the last reap.
     remaining: Remaining,
+    /// A SIGCHLD came (or the loop just started): reap before anything else.
+    reap_due: bool,
 }
 
-impl Supervisor<'_> {
+impl<'a> Supervisor<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        init: &'a InitConfig,
+        shutdown: &'a ShutdownConfig,
+        is_pid1: bool,
+        child: Child,
+        signals: SignalSource,
+        inbox: Inbox,
+        wake: UnixStream,
+        control: Option<control::Server>,
+    ) -> Self {
+        let machine = Shutdown::new(Settings {
+            budget: shutdown.budget,
+            drain: !shutdown.drain.strategies.is_empty(),
+            stop_signal: shutdown.stop_signal,
+            leftover_timeout: init.leftover_timeout,
+            wait_descendants: init.wait_descendants,
+        });
+        // Reap at the first turn too: a child may have exited before the loop.
+        Supervisor {
+            init,
+            shutdown,
+            is_pid1,
+            child,
+            machine,
+            signals,
+            inbox,
+            wake,
+            control,
+            drain_cancel: None,
+            remaining: Remaining::Some,
+            reap_due: true,
+        }
+    }
+
+    /// Gather events, step the machine, perform its actions; until exit.
+    fn run(mut self) -> Result<i32, Failure> {
+        loop {
+            let ready = self.wait();
+            let now = Instant::now();
+            for event in self.gather(ready, now) {
+                let t_ms = self.machine.elapsed_ms(now);
+                let step = self.machine.step(event, now);
+                for happened in &step.happened {
+                    self.report(happened, t_ms, now);
+                }
+                for action in step.actions {
+                    if let Some(code) = self.perform(action, now) {
+                        return Ok(code);
+                    }
+                }
+            }
+            self.silence_abandoned_drain();
+            if let Some(code) = self.settle(now) {
+                return Ok(code);
+            }
+        }
+    }
+
+    /// Sleep in poll(2) until a descriptor is ready or the next deadline.
+    fn wait(&self) -> Ready {
+        let wakeup = [self.machine.next_wakeup(), self.control.as_ref().and_then(control::Server::next_wakeup)].into_iter().flatten().min();
+        let timeout = match wakeup {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                // Round up so a wake-up never comes just before the deadline.
+                let ms = t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN), PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
+        // Log lines held back while stderr was full go out when it has room.
+        let log_fd = logging::backlog_fd();
+        fds.extend(log_fd.map(|fd| PollFd::new(fd, PollFlags::POLLOUT)));
+        let first_control = fds.len();
+        if let Some(server) = &self.control {
+            fds.extend(server.fds(Instant::now()).map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+        }
+        let _ = poll(&mut fds, timeout); // EINTR is a wake-up like any other
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        Ready {
+            signals: ready(&fds[0]),
+            wake: ready(&fds[1]),
+            log: log_fd.is_some() && ready(&fds[2]),
+            control: fds[first_control..].iter().any(ready),
+        }
+    }
+
+    /// The events of this turn, in order; signals other than the stop
+    /// signal are forwarded right here, before anything else is done.
+    fn gather(&mut self, ready: Ready, now: Instant) -> Vec<Event> {
+        let mut events = Vec::new();
+        if ready.signals {
+            for sig in self.signals.pending() {
+                if sig == SIGCHLD {
+                    self.reap_due = true;
+                } else if sig == self.shutdown.stop_signal {
+                    STOPPED_AT.get_or_init(|| now);
+                    events.push(Event::StopSignal);
+                } else {
+                    self.forward(sig);
+                }
+            }
+        }
+        if ready.wake {
+            let mut sink = [0u8; 64];
+            while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
+            events.extend(self.inbox.take());
+        }
+        if ready.log {
+            logging::flush();
+        }
+        if let Some(server) = &mut self.control {
+            // Also without a ready descriptor: silent clients time out.
+            let due = ready.control || server.next_wakeup().is_some_and(|t| now >= t);
+            if due && server.service(now) > 0 {
+                events.push(Event::DrainRequest);
+            }
+        }
+        if std::mem::take(&mut self.reap_due) {
+            let main_pid = self.child.pid;
+            self.remaining = reaper::reap(|pid, status| {
+                if pid == main_pid {
+                    events.push(Event::ChildExited(ChildExit::from_wait(status)));
+                } else {
+                    debug!(pid = pid.as_raw(), "reaped an orphan");
+                }
+            });
+        }
+        events.push(Event::Tick);
+        events
+    }
+
     /// Forward a signal that is not the stop signal, at once.
     fn forward(&self, sig: Signal) {
         if self.machine.app_exited() {
@@ -284,67 +334,67 @@ impl Supervisor<'_> {
         }
         match self.init.rewrites.apply(sig) {
             None => debug!(signal = %sig, "signal dropped by --rewrite"),
-            Some(to) => {
-                if let Err(e) = child::signal(self.child, to, self.init.process_group) {
-                    debug!(signal = %to, error = %e, "forwarding failed");
-                } else {
-                    debug!(received = %sig, sent = %to, "signal forwarded");
+            Some(to) => match child::signal(self.child, to, self.init.process_group) {
+                Ok(()) => debug!(received = %sig, sent = %to, "signal forwarded"),
+                Err(e) => debug!(signal = %to, error = %e, "forwarding failed"),
+            },
+        }
+    }
+
+    /// One log line for what the machine says happened.
+    fn report(&self, happened: &Happened, t_ms: u128, now: Instant) {
+        let ms = |d: std::time::Duration| d.as_millis();
+        match happened {
+            Happened::Draining { requested: false, drain_max, kill_in } => {
+                info!(drain_max_ms = ms(*drain_max), kill_in_ms = ms(*kill_in), "stop signal received: draining")
+            }
+            Happened::Draining { requested: true, drain_max, kill_in } => {
+                info!(drain_max_ms = ms(*drain_max), kill_in_ms = ms(*kill_in), "preStop drain requested: draining")
+            }
+            Happened::NothingToDrain { kill_in } => info!(drain = "none", kill_in_ms = ms(*kill_in), "preStop drain requested"),
+            Happened::NoTimeToDrain { requested, kill_in } => {
+                let signal = if *requested { "preStop drain request" } else { "stop signal" };
+                warn!(received = signal, kill_in_ms = ms(*kill_in), "the grace period leaves no time to drain (see --stop-budget)")
+            }
+            Happened::DrainEnded { why, cut_short: true } => warn!(t_ms, reason = %why, "drain ended"),
+            Happened::DrainEnded { why, cut_short: false } => info!(t_ms, reason = %why, "drain ended"),
+            Happened::SecondStopSignal => info!(t_ms, "second stop signal: skipping the rest of the drain"),
+            Happened::StopDuringRequestedDrain => info!(t_ms, "stop signal during the preStop drain: stopping now"),
+            Happened::StopAfterRequestedDrain => info!(t_ms, "stop signal after the preStop drain: no second wait"),
+            Happened::StopSignalAgain => debug!(t_ms, "stop signal again: forwarding it again"),
+            Happened::NoStopSignalAfterDrain => {
+                warn!(t_ms, "no stop signal followed the drain request: back to running (the app was not stopped)")
+            }
+            Happened::GraceDeadline => warn!(t_ms, "grace deadline reached: sending SIGKILL to the app and every process left"),
+            Happened::DeadlineAdopted { kill_in } => {
+                info!(t_ms, kill_in_ms = ms(*kill_in), "pod deletion deadline is sooner than --grace-period: adopting it")
+            }
+            Happened::AppExited { exit, phase } => {
+                let status = match *exit {
+                    ChildExit::Code(c) => format!("exit code {c}"),
+                    ChildExit::Signaled(s) => format!("killed by {}", Signal(s)),
+                };
+                match phase {
+                    Phase::Running => debug!(%status, "app exited"),
+                    Phase::Draining { .. } => info!(t_ms, %status, "app exited during the drain: ending now"),
+                    _ => info!(t_ms, %status, "app exited"),
                 }
+            }
+            Happened::StoppingLeftovers => info!("stop signal received: stopping the processes left"),
+            Happened::LeftoverDeadline => {
+                warn!(t_ms = self.machine.elapsed_ms(now), "processes left after the app exited: sending SIGKILL")
             }
         }
     }
 
     /// Carry out one action; `Some(code)` when lastcall must exit now.
-    fn perform(&mut self, action: Action, now: Instant, control: Option<&mut control::Server>) -> Option<i32> {
+    fn perform(&mut self, action: Action, now: Instant) -> Option<i32> {
         let t_ms = self.machine.elapsed_ms(now);
         match action {
-            Action::StartDrain { until } => {
-                let cfg = self.shutdown.drain.clone();
-                let inbox = self.inbox.clone();
-                let pid = self.child.pid.as_raw();
-                let cancel = Arc::new(AtomicBool::new(false));
-                self.drain_cancel = Some(Arc::clone(&cancel));
-                let spawned = std::thread::Builder::new().name("drain".into()).stack_size(512 * 1024).spawn(move || {
-                    logging::mute_this_thread_when(cancel);
-                    let why = drain::run(&cfg, now, until, None, Some(pid), Arc::new(inbox.clone())).why;
-                    inbox.send(Event::DrainDone(why));
-                });
-                if let Err(e) = spawned {
-                    error!(error = %e, "cannot start the drain thread: stopping without a drain");
-                    self.inbox.send(Event::DrainDone(format!("no drain thread: {e}")));
-                }
-            }
-            Action::DrainFinished => {
-                if let Some(server) = control {
-                    server.answer(Reply::Done);
-                }
-            }
-            Action::AppExited => {
-                if let Some(server) = control {
-                    server.answer(Reply::Exited);
-                }
-            }
-            Action::Stop => {
-                let sig = self.shutdown.stop_signal;
-                let kill_in_ms = self.machine.kill_in_ms(now);
-                match self.init.rewrites.apply(sig) {
-                    None => debug!(t_ms, signal = %sig, "stop signal dropped by --rewrite"),
-                    Some(to) => {
-                        let sent = child::signal(self.child, to, self.init.process_group);
-                        // Let the app run first: on a single CPU it would
-                        // otherwise wait for the log lines below (whose code
-                        // start-up pages may have to be mapped back in).
-                        std::thread::yield_now();
-                        let target = if self.init.process_group { "process group" } else { "process" };
-                        match sent {
-                            Ok(()) => {
-                                info!(t_ms, signal = %to, pid = self.child.pid.as_raw(), target, kill_in_ms, "stop signal sent to the app")
-                            }
-                            Err(e) => warn!(t_ms, signal = %to, error = %e, "could not send the stop signal"),
-                        }
-                    }
-                }
-            }
+            Action::StartDrain { until } => self.start_drain(now, until),
+            Action::DrainFinished => self.answer(Reply::Done),
+            Action::AppExited => self.answer(Reply::Exited),
+            Action::Stop => self.stop(t_ms, now),
             Action::SignalLeftovers(sig) => {
                 if self.remaining == Remaining::None {
                     return None; // the usual case: the app left nothing behind
@@ -371,9 +421,90 @@ impl Supervisor<'_> {
                 }
                 warn!(t_ms, count = left.len(), processes = %left.join(" "), "SIGKILL sent");
             }
-            Action::Exit(_) => {} // handled by the loop, which owns the return
+            Action::Exit(exit) => {
+                let code = self.init.remap.exit_code(exit);
+                if self.machine.shutting_down() {
+                    info!(t_ms, code, "exiting");
+                } else {
+                    debug!(code, "exiting");
+                }
+                return Some(code);
+            }
         }
         None
+    }
+
+    /// Run the drain strategies on a thread of their own; they report back
+    /// through the inbox.
+    fn start_drain(&mut self, now: Instant, until: Instant) {
+        let cfg = self.shutdown.drain.clone();
+        let inbox = self.inbox.clone();
+        let pid = self.child.pid.as_raw();
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.drain_cancel = Some(Arc::clone(&cancel));
+        let spawned = std::thread::Builder::new().name("drain".into()).stack_size(512 * 1024).spawn(move || {
+            logging::mute_this_thread_when(cancel);
+            let why = drain::run(&cfg, now, until, None, Some(pid), Arc::new(inbox.clone())).why;
+            inbox.send(Event::DrainDone(why));
+        });
+        if let Err(e) = spawned {
+            error!(error = %e, "cannot start the drain thread: stopping without a drain");
+            self.inbox.send(Event::DrainDone(format!("no drain thread: {e}")));
+        }
+    }
+
+    /// Send the (possibly rewritten) stop signal, then log it.
+    fn stop(&self, t_ms: u128, now: Instant) {
+        let sig = self.shutdown.stop_signal;
+        let Some(to) = self.init.rewrites.apply(sig) else {
+            debug!(t_ms, signal = %sig, "stop signal dropped by --rewrite");
+            return;
+        };
+        let sent = child::signal(self.child, to, self.init.process_group);
+        // Let the app run first: on a single CPU it would otherwise wait
+        // for the log line below (whose code pages may have to be mapped
+        // back in, see memory.rs).
+        std::thread::yield_now();
+        let target = if self.init.process_group { "process group" } else { "process" };
+        let kill_in_ms = self.machine.kill_in_ms(now);
+        match sent {
+            Ok(()) => info!(t_ms, signal = %to, pid = self.child.pid.as_raw(), target, kill_in_ms, "stop signal sent to the app"),
+            Err(e) => warn!(t_ms, signal = %to, error = %e, "could not send the stop signal"),
+        }
+    }
+
+    fn answer(&mut self, reply: Reply) {
+        if let Some(server) = &mut self.control {
+            server.answer(reply);
+        }
+    }
+
+    /// A drain the machine no longer waits for (a second stop signal, the
+    /// app's exit, the budget spent) may still be running: silence it.
+    fn silence_abandoned_drain(&mut self) {
+        if !matches!(self.machine.phase(), Phase::Draining { .. }) {
+            if let Some(cancel) = self.drain_cancel.take() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// After the app exited: exit once nothing is left; keep killing
+    /// orphans that arrive late.
+    fn settle(&mut self, now: Instant) -> Option<i32> {
+        match (self.machine.phase(), self.remaining) {
+            (Phase::Leftovers { .. } | Phase::Killed, Remaining::None) => {
+                let step = self.machine.step(Event::ChildrenGone, now);
+                step.actions.into_iter().find_map(|action| self.perform(action, now))
+            }
+            // Orphans keep being reparented to us while their parents die;
+            // outside PID 1 they are not covered by one kill(-1).
+            (Phase::Killed, Remaining::Some) if !self.is_pid1 => {
+                let _ = reaper::signal_all(SIGKILL, false, self.child.pid);
+                None
+            }
+            _ => None,
+        }
     }
 }
 

@@ -687,6 +687,7 @@ fn log_level_flags_and_environment() {
     p.check(err.lines().count() == 1 && err.contains("LASTCALL_LOG"), "want one line naming LASTCALL_LOG");
     let mut p = Run::new(Mode::Subreaper).raw(["--help"]).spawn();
     p.expect_exit_code(0);
+    p.expect_eof(GUARD);
     let help = p.lines().iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n");
     p.check(help.contains("LASTCALL_LOG"), "--help does not mention LASTCALL_LOG");
 }

@@ -42,7 +42,7 @@ pub fn run(cfg: &ShutdownConfig) -> i32 {
         error!(
             "nothing to do: no lastcall PID 1 listens on the control socket and no drain strategy is set (use --drain or --drain-delay)"
         );
-        return crate::EXIT_USAGE;
+        return crate::exit_status::EXIT_USAGE;
     }
     let plan = cfg.budget.plan(start);
     info!(drain_max_ms = (plan.drain_until - start).as_millis(), "draining (no lastcall PID 1 here)");

@@ -46,9 +46,9 @@ pub fn run(
     _sidecar: &crate::config::SidecarConfig,
     _init: &crate::config::InitConfig,
     _shutdown: &crate::config::ShutdownConfig,
-) -> Result<i32, crate::Failure> {
+) -> Result<i32, crate::exit_status::Failure> {
     tracing::error!("sidecar mode is not built into this lastcall (rebuild with the cargo feature \"sidecar\")");
-    Ok(crate::EXIT_USAGE)
+    Ok(crate::exit_status::EXIT_USAGE)
 }
 
 #[cfg(feature = "sidecar")]
@@ -66,7 +66,8 @@ mod imp {
 
     use super::{http, Hub, LATE_REQUEST_WINDOW};
     use crate::config::{InitConfig, ShutdownConfig, SidecarConfig, Strategy};
-    use crate::{supervise, Failure, EXIT_USAGE};
+    use crate::exit_status::{Failure, EXIT_USAGE};
+    use crate::supervise;
 
     pub fn run(sc: &SidecarConfig, init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure> {
         // First, so a stop signal that comes during set-up is not lost.
@@ -81,7 +82,7 @@ mod imp {
         let without_helper = if init.command.is_empty() {
             let mut sigs = vec![shutdown.stop_signal.0, libc::SIGTERM, libc::SIGINT];
             sigs.dedup();
-            Some(Signals::new(&sigs).map_err(|e| Failure::Setup(format!("signal handlers: {e}")))?)
+            Some(Signals::new(&sigs).map_err(|e| Failure::Setup { what: "signal handlers", source: e })?)
         } else {
             None
         };
@@ -94,7 +95,7 @@ mod imp {
         let hub = Arc::new(Hub::new(shutdown.drain.clone(), shutdown.budget));
         let listening = listen_addr(&sc.listen).is_some();
         if let Some(addr) = listen_addr(&sc.listen) {
-            let listener = TcpListener::bind(addr).map_err(|e| Failure::Setup(format!("cannot listen on {addr} (--listen): {e}")))?;
+            let listener = TcpListener::bind(addr).map_err(|e| Failure::Listen { addr: addr.to_string(), source: e })?;
             let local = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
             info!(addr = %local, "listening for GET /drain and GET /healthz");
             if shutdown.drain.strategies.is_empty() {
@@ -115,7 +116,7 @@ mod imp {
                 .name("http".into())
                 .stack_size(128 * 1024)
                 .spawn(move || http::serve(listener, server_hub))
-                .map_err(|e| Failure::Setup(format!("cannot start the HTTP thread: {e}")))?;
+                .map_err(|e| Failure::Setup { what: "cannot start the HTTP thread", source: e })?;
         }
 
         let code = match without_helper {
@@ -194,7 +195,7 @@ mod imp {
                     let _ = c.ns.compare_exchange(0, ns, Ordering::SeqCst, Ordering::SeqCst);
                 })
             };
-            registered.map_err(|e| Failure::Setup(format!("signal handlers: {e}")))?;
+            registered.map_err(|e| Failure::Setup { what: "signal handlers", source: e })?;
             Ok(clock)
         }
 
