@@ -192,6 +192,10 @@ pub struct CommonArgs {
     #[arg(long, value_name = "PATH", default_value = "/run/lastcall.sock", env = "LASTCALL_CONTROL_SOCKET")]
     pub control_socket: String,
 
+    /// File for the shutdown report that `kubectl describe pod` shows (terminationMessagePath); "off" disables.
+    #[arg(long, value_name = "PATH", default_value = "/dev/termination-log", env = "LASTCALL_TERMINATION_LOG")]
+    pub termination_log: String,
+
     /// Drain strategies, run in order: none, delay, k8s, traffic (e.g. "k8s,traffic").
     /// Default: delay when --drain-delay is set, else none.
     #[arg(long, value_name = "STRATEGY", env = "LASTCALL_DRAIN", value_delimiter = ',')]

@@ -77,6 +77,17 @@ pub struct ShutdownConfig {
     pub drain: DrainConfig,
     /// Where a PID 1 lastcall listens for `lastcall drain`.
     pub control_socket: Option<PathBuf>,
+    /// Where the termination report goes (see `report.rs`).
+    pub termination_log: Option<TerminationLog>,
+}
+
+/// The termination report's file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TerminationLog {
+    pub path: PathBuf,
+    /// Create the file when missing: only for a path the user chose. The
+    /// default one is written only when the kubelet has mounted it.
+    pub create: bool,
 }
 
 /// Settings of a lastcall that supervises a child.
@@ -201,6 +212,10 @@ fn shutdown_config(c: &CommonArgs) -> Result<ShutdownConfig, ConfigError> {
         control_socket: match c.control_socket.as_str() {
             "" | "off" | "none" => None,
             p => Some(PathBuf::from(p)),
+        },
+        termination_log: match c.termination_log.as_str() {
+            "" | "off" | "none" => None,
+            p => Some(TerminationLog { path: PathBuf::from(p), create: p != DEFAULT_TERMINATION_LOG }),
         },
         drain: DrainConfig {
             strategies,
@@ -330,6 +345,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     let secs = u64::try_from(total / 1_000_000_000).ok()?;
     Some(Duration::new(secs, (total % 1_000_000_000) as u32))
 }
+
+/// The kubelet's default terminationMessagePath.
+const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
 
 /// The longest duration lastcall accepts anywhere: a year is longer than
 /// any grace period a cluster uses, and every deadline (an instant plus a

@@ -35,8 +35,8 @@ use tracing_subscriber::Layer;
 
 use crate::config::LogConfig;
 
-pub fn init(cfg: &LogConfig) {
-    let layer = Lines { json: cfg.json }.with_filter(cfg.level);
+pub fn init(cfg: &LogConfig, program: &'static str) {
+    let layer = Lines { json: cfg.json, program }.with_filter(cfg.level);
     let _ = SINK.set(Sink::open());
     // Fails only if a subscriber is already set (unit tests).
     let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
@@ -56,6 +56,9 @@ pub fn level_from_counts(verbosity: i8) -> LevelFilter {
 
 struct Lines {
     json: bool,
+    /// The name at the start of a text line: `lastcall`, or `lastcall drain`
+    /// for the preStop hook, whose lines may land in the PID 1's log.
+    program: &'static str,
 }
 
 impl<S: Subscriber> Layer<S> for Lines {
@@ -63,12 +66,16 @@ impl<S: Subscriber> Layer<S> for Lines {
         if MUTED.with(|m| m.get().is_some_and(|flag| flag.load(Ordering::Relaxed))) {
             return;
         }
-        let line = format_line(self.json, *event.metadata().level(), SystemTime::now(), |v| event.record(v));
+        let line = format_line(self.json, self.program, *event.metadata().level(), SystemTime::now(), |v| event.record(v));
         match SINK.get() {
             Some(sink) => sink.write(line.as_bytes()),
             None => {
                 let _ = io::stderr().lock().write_all(line.as_bytes());
             }
+        }
+        if let Some(also) = ALSO.get() {
+            // Best effort, never blocking: a full pipe drops the line.
+            let _ = (&*also).write(line.as_bytes());
         }
     }
 }
@@ -87,6 +94,39 @@ pub fn mute_this_thread_when(flag: Arc<AtomicBool>) {
 }
 
 static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// A second destination for every line (see `also_to_pid1`).
+static ALSO: OnceLock<File> = OnceLock::new();
+
+/// Also write every line to PID 1's stderr, which is the container's log.
+/// For the preStop hook: the kubelet discards a hook's output unless the
+/// hook fails (kubernetes/kubernetes#25766), so without this its lines are
+/// seen nowhere. Skipped when PID 1's stderr is our own stderr already, or
+/// cannot be opened (another user's PID 1, no /proc).
+pub fn also_to_pid1() {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    if std::process::id() == 1 {
+        return;
+    }
+    let Ok(file) = std::fs::OpenOptions::new().append(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open("/proc/1/fd/2") else {
+        return;
+    };
+    let Ok(theirs) = file.metadata() else { return };
+    // A container's PID 1 logs to a pipe (containerd, Docker), a socket or
+    // a file, or to a pseudo-terminal (`docker run -t`). Anything else is a
+    // machine's own init writing to its console or /dev/null: not a log.
+    use std::os::unix::fs::FileTypeExt;
+    let pty = |rdev: u64| (136..=143).contains(&nix::sys::stat::major(rdev));
+    if theirs.file_type().is_char_device() && !pty(theirs.rdev()) {
+        return;
+    }
+    if let Ok(ours) = nix::sys::stat::fstat(io::stderr().as_fd()) {
+        if theirs.dev() == ours.st_dev && theirs.ino() == ours.st_ino {
+            return;
+        }
+    }
+    let _ = ALSO.set(file);
+}
 
 /// Most bytes held back while stderr is full (a few hundred lines).
 const BACKLOG_MAX: usize = 64 << 10;
@@ -264,7 +304,7 @@ pub fn flush_at_exit() {
 }
 
 /// One log line, newline included. `record` feeds the event's fields.
-fn format_line(json: bool, level: Level, now: SystemTime, record: impl FnOnce(&mut dyn Visit)) -> String {
+fn format_line(json: bool, program: &str, level: Level, now: SystemTime, record: impl FnOnce(&mut dyn Visit)) -> String {
     let mut v = Fields { json, message: String::new(), fields: String::new() };
     record(&mut v);
     let ts = rfc3339_millis(now);
@@ -275,7 +315,7 @@ fn format_line(json: bool, level: Level, now: SystemTime, record: impl FnOnce(&m
         line.push_str("}\n");
         line
     } else {
-        format!("{ts} {level:<5} lastcall: {}{}\n", v.message, v.fields)
+        format!("{ts} {level:<5} {program}: {}{}\n", v.message, v.fields)
     }
 }
 
@@ -353,7 +393,7 @@ fn json_string(out: &mut String, s: &str) {
 
 /// `2026-11-25T14:03:11.123Z` (UTC), from days-since-epoch to the civil
 /// date (Howard Hinnant's algorithm, proleptic Gregorian calendar).
-fn rfc3339_millis(t: SystemTime) -> String {
+pub fn rfc3339_millis(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -398,7 +438,7 @@ mod tests {
         struct Capture(Arc<Mutex<Vec<String>>>, bool);
         impl<S: Subscriber> Layer<S> for Capture {
             fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-                let line = format_line(self.1, *event.metadata().level(), UNIX_EPOCH, |v| event.record(v));
+                let line = format_line(self.1, "lastcall", *event.metadata().level(), UNIX_EPOCH, |v| event.record(v));
                 self.0.lock().unwrap().push(line);
             }
         }

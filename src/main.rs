@@ -13,6 +13,7 @@ mod logging;
 mod memory;
 mod mode;
 mod reaper;
+mod report;
 mod shutdown;
 mod signals;
 mod supervise;
@@ -39,7 +40,8 @@ fn run() -> i32 {
             return EXIT_USAGE;
         }
     };
-    logging::init(&cfg.log);
+    let program = if cfg.mode == Mode::Drain { "lastcall drain" } else { "lastcall" };
+    logging::init(&cfg.log, program);
     let result = match &cfg.mode {
         Mode::Init(init) => supervise::run(init, &cfg.shutdown),
         Mode::Drain => Ok(mode::drain::run(&cfg.shutdown)),

@@ -26,7 +26,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::getpid;
@@ -37,6 +37,7 @@ use crate::config::{InitConfig, ShutdownConfig};
 use crate::control::{self, Reply};
 use crate::exit_status::{ChildExit, Failure};
 use crate::reaper::{self, Remaining};
+use crate::report::{AppEnd, Cause, Kill, Report};
 use crate::shutdown::{Action, Event, Happened, Phase, Settings, Shutdown};
 use crate::signals::{self, Signal, SignalSource, SIGCHLD, SIGKILL};
 use crate::{drain, logging};
@@ -190,6 +191,8 @@ struct Supervisor<'a> {
     remaining: Remaining,
     /// A SIGCHLD came (or the loop just started): reap before anything else.
     reap_due: bool,
+    /// The termination report, filled in as the shutdown goes.
+    report: Report,
 }
 
 impl<'a> Supervisor<'a> {
@@ -225,11 +228,22 @@ impl<'a> Supervisor<'a> {
             drain_cancel: None,
             remaining: Remaining::Some,
             reap_due: true,
+            report: Report::new("lastcall"),
         }
     }
 
-    /// Gather events, step the machine, perform its actions; until exit.
+    /// Run until exit, then write the termination report.
     fn run(mut self) -> Result<i32, Failure> {
+        let code = self.run_loop();
+        self.report.exit_code = Some(code);
+        if let Some(log) = &self.shutdown.termination_log {
+            self.report.write(&log.path, log.create);
+        }
+        Ok(code)
+    }
+
+    /// Gather events, step the machine, perform its actions; until exit.
+    fn run_loop(&mut self) -> i32 {
         loop {
             let ready = self.wait();
             let now = Instant::now();
@@ -237,17 +251,18 @@ impl<'a> Supervisor<'a> {
                 let t_ms = self.machine.elapsed_ms(now);
                 let step = self.machine.step(event, now);
                 for happened in &step.happened {
-                    self.report(happened, t_ms, now);
+                    self.log(happened, t_ms, now);
+                    self.note(happened, t_ms);
                 }
                 for action in step.actions {
                     if let Some(code) = self.perform(action, now) {
-                        return Ok(code);
+                        return code;
                     }
                 }
             }
             self.silence_abandoned_drain();
             if let Some(code) = self.settle(now) {
-                return Ok(code);
+                return code;
             }
         }
     }
@@ -341,8 +356,30 @@ impl<'a> Supervisor<'a> {
         }
     }
 
+    /// Keep for the termination report what the machine says happened.
+    fn note(&mut self, happened: &Happened, t_ms: u128) {
+        let r = &mut self.report;
+        let cause = |requested: bool| if requested { Cause::DrainRequest } else { Cause::StopSignal(self.shutdown.stop_signal) };
+        match happened {
+            Happened::Draining { requested, .. } | Happened::NoTimeToDrain { requested, .. } => {
+                r.started = Some((cause(*requested), SystemTime::now()));
+            }
+            Happened::NothingToDrain { .. } => r.started = Some((Cause::DrainRequest, SystemTime::now())),
+            Happened::DrainEnded { why, cut_short } => r.drain = Some((t_ms, why.clone(), *cut_short)),
+            Happened::NoStopSignalAfterDrain => self.report = Report::new("lastcall"),
+            Happened::AppExited { exit, phase } => {
+                let during_drain = matches!(phase, Phase::Draining { .. });
+                if during_drain {
+                    r.drain = Some((t_ms, "the app exited during the drain".into(), false));
+                }
+                r.app = Some(AppEnd { exit: *exit, t_ms: r.started.is_some().then_some(t_ms), during_drain });
+            }
+            _ => {}
+        }
+    }
+
     /// One log line for what the machine says happened.
-    fn report(&self, happened: &Happened, t_ms: u128, now: Instant) {
+    fn log(&self, happened: &Happened, t_ms: u128, now: Instant) {
         let ms = |d: std::time::Duration| d.as_millis();
         match happened {
             Happened::Draining { requested: false, drain_max, kill_in } => {
@@ -417,9 +454,11 @@ impl<'a> Supervisor<'a> {
                     // PID 1, exiting makes the kernel kill every process in
                     // the namespace.
                     error!(t_ms, error = %e, count = left.len(), processes = %left.join(" "), "SIGKILL failed: exiting so that the processes left die with the container");
+                    self.report.kill = Some(Kill::Failed { t_ms, error: e.to_string() });
                     return Some(128 + SIGKILL.0);
                 }
                 warn!(t_ms, count = left.len(), processes = %left.join(" "), "SIGKILL sent");
+                self.report.kill = Some(Kill::Sent { t_ms, processes: left.len() });
             }
             Action::Exit(exit) => {
                 let code = self.init.remap.exit_code(exit);
@@ -454,8 +493,10 @@ impl<'a> Supervisor<'a> {
     }
 
     /// Send the (possibly rewritten) stop signal, then log it.
-    fn stop(&self, t_ms: u128, now: Instant) {
+    fn stop(&mut self, t_ms: u128, now: Instant) {
         let sig = self.shutdown.stop_signal;
+        // Without a drain, the machine reports nothing before the signal goes.
+        self.report.started.get_or_insert_with(|| (Cause::StopSignal(sig), SystemTime::now()));
         let Some(to) = self.init.rewrites.apply(sig) else {
             debug!(t_ms, signal = %sig, "stop signal dropped by --rewrite");
             return;
@@ -467,6 +508,9 @@ impl<'a> Supervisor<'a> {
         std::thread::yield_now();
         let target = if self.init.process_group { "process group" } else { "process" };
         let kill_in_ms = self.machine.kill_in_ms(now);
+        if sent.is_ok() && self.report.stop_sent.is_none() {
+            self.report.stop_sent = Some((to, t_ms));
+        }
         match sent {
             Ok(()) => info!(t_ms, signal = %to, pid = self.child.pid.as_raw(), target, kill_in_ms, "stop signal sent to the app"),
             Err(e) => warn!(t_ms, signal = %to, error = %e, "could not send the stop signal"),

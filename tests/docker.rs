@@ -178,6 +178,37 @@ fn nonroot_readonly_container_drains_once() {
     ensure!(c, code == 0, "exit code {code}");
 }
 
+/// The kubelet mounts the termination message file at /dev/termination-log
+/// and shows what it holds under "Last State" in `kubectl describe pod`.
+/// Here Docker mounts one the same way; after `docker stop` it holds
+/// lastcall's report of the shutdown.
+#[test]
+fn termination_report_in_a_real_container() {
+    let Some(()) = engine() else { return };
+    let images = images();
+    let dir = support::TempDir::new("termlog");
+    let file = dir.join("termination-log");
+    fs::write(&file, "").unwrap();
+    let mount = format!("{}:/dev/termination-log", file.display());
+    let mut opts = vec!["-v", mount.as_str(), "-e", "LASTCALL_DRAIN=delay", "-e", "LASTCALL_DRAIN_DELAY=1s"];
+    opts.extend(FIT_DOCKER);
+    let c = Container::start(&images.app.tag, &opts, &["signals", "--exit-code", "5"]);
+    c.wait_for("ready");
+    c.stop(DOCKER_STOP_TIMEOUT);
+    let code = c.exit_code();
+    ensure!(c, code == 5, "exit code {code}");
+    let report = fs::read_to_string(&file).unwrap_or_default();
+    for want in [
+        "lastcall: stopped by SIGTERM",
+        "drain: ended after ",
+        "stop signal: SIGTERM sent to the app",
+        "app: exited with code 5",
+        "SIGKILL: not sent by lastcall",
+    ] {
+        ensure!(c, report.contains(want), "the termination report has no {want:?}:\n{report}");
+    }
+}
+
 #[test]
 fn kill_hup_reaches_the_app() {
     let Some(()) = engine() else { return };

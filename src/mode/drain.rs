@@ -10,7 +10,7 @@
 //! nothing it could do (no PID 1 to ask, no strategy configured).
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tracing::{error, info, warn};
 
@@ -18,17 +18,20 @@ use crate::config::ShutdownConfig;
 use crate::control::{self, ClientError, Reply};
 use crate::deadline::{Budget, Plan};
 use crate::drain::{self, Notify};
+use crate::logging;
+use crate::report::{Cause, Report};
 
 pub fn run(cfg: &ShutdownConfig) -> i32 {
     let start = Instant::now();
+    logging::also_to_pid1();
     if let Some(path) = cfg.control_socket.as_deref() {
         match control::request_drain(path, cfg.budget.grace) {
             Ok(Reply::Done) => {
-                info!(t_ms = start.elapsed().as_millis(), "drain done by the lastcall PID 1");
+                info!(t_ms = start.elapsed().as_millis(), "preStop hook: drain done by the lastcall PID 1");
                 return 0;
             }
             Ok(Reply::Exited) => {
-                info!("the app has already exited: nothing to drain");
+                info!("preStop hook: the app has already exited: nothing to drain");
                 return 0;
             }
             Err(ClientError::NotListening(_)) => {}
@@ -45,13 +48,23 @@ pub fn run(cfg: &ShutdownConfig) -> i32 {
         return crate::exit_status::EXIT_USAGE;
     }
     let plan = cfg.budget.plan(start);
-    info!(drain_max_ms = (plan.drain_until - start).as_millis(), "draining (no lastcall PID 1 here)");
+    info!(drain_max_ms = (plan.drain_until - start).as_millis(), "preStop hook: draining (no lastcall PID 1 here)");
+    let mut report = Report::new("lastcall drain (preStop hook)");
+    report.started = Some((Cause::DrainRequest, SystemTime::now()));
+    let t_ms = || start.elapsed().as_millis();
     match drain_within(cfg, start) {
-        Some(why) => info!(t_ms = start.elapsed().as_millis(), reason = %why, "drain ended"),
-        None => warn!(
-            t_ms = start.elapsed().as_millis(),
-            "the drain did not end by its deadline: ending the hook so the app keeps its stop budget"
-        ),
+        Some(why) => {
+            info!(t_ms = t_ms(), reason = %why, "drain ended");
+            report.drain = Some((t_ms(), why, false));
+        }
+        None => {
+            warn!(t_ms = t_ms(), "the drain did not end by its deadline: ending the hook so the app keeps its stop budget");
+            report.drain = Some((t_ms(), "it did not end by its deadline".into(), true));
+        }
+    }
+    report.exit_code = Some(0);
+    if let Some(log) = &cfg.termination_log {
+        report.write(&log.path, log.create);
     }
     0
 }
