@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug)]
 pub enum Mode {
     Drain { common: CommonArgs },
-    Sidecar { init: InitArgs, common: CommonArgs, sidecar: SidecarArgs, command: Vec<String> },
+    Sidecar { init: InitArgs, common: CommonArgs, sidecar: Box<SidecarArgs>, command: Vec<String> },
 }
 
 impl Cli {
@@ -49,7 +49,7 @@ impl Cli {
             Some("sidecar") => {
                 let s = SidecarCli::try_parse_from(&args[1..])?;
                 Ok(Cli {
-                    mode: Some(Mode::Sidecar { init: s.init, common: s.common, sidecar: s.sidecar, command: s.command }),
+                    mode: Some(Mode::Sidecar { init: s.init, common: s.common, sidecar: Box::new(s.sidecar), command: s.command }),
                     init: InitArgs::default(),
                     common: CommonArgs::default(),
                     command: vec![],
@@ -262,6 +262,20 @@ pub struct SidecarArgs {
     /// Keep the wrapped helper running until these localhost ports stop accepting connections. Repeatable.
     #[arg(long, value_name = "PORT", env = "LASTCALL_WAIT_PORT", value_delimiter = ',')]
     pub wait_port: Vec<u16>,
+
+    /// GET /drain requires `Authorization: Bearer TOKEN` (preStop.httpGet.httpHeaders); at least 16
+    /// characters. Prefer the env or --drain-token-file: a flag shows in ps.
+    #[arg(long, value_name = "TOKEN", env = "LASTCALL_DRAIN_TOKEN", hide_env_values = true)]
+    pub drain_token: Option<String>,
+
+    /// Read the --drain-token from this file (e.g. a mounted Secret); one trailing newline is ignored.
+    #[arg(long, value_name = "PATH", env = "LASTCALL_DRAIN_TOKEN_FILE")]
+    pub drain_token_file: Option<String>,
+
+    /// GET /drain only from these source networks (e.g. 127.0.0.1/32,$(HOST_IP)/32); /healthz stays
+    /// open. Repeatable.
+    #[arg(long, value_name = "CIDR", env = "LASTCALL_DRAIN_FROM", value_delimiter = ',')]
+    pub drain_from: Vec<String>,
 }
 
 #[derive(Debug, Args, Default)]
