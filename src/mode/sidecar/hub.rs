@@ -336,10 +336,14 @@ mod tests {
         None
     }
 
-    fn hub(delay_ms: u64) -> (Arc<Hub>, UnixStream) {
+    /// A hub whose drain is the delay strategy (`Some(ms)`) or nothing.
+    fn hub(delay_ms: Option<u64>) -> (Arc<Hub>, UnixStream) {
         let cli = crate::cli::Cli::try_parse_from(["lastcall", "sidecar", "--drain-delay", "1s"]).expect("clap");
         let mut sh = crate::config::Config::from_cli(cli).expect("config").shutdown;
-        sh.drain.delay = Duration::from_millis(delay_ms);
+        match delay_ms {
+            Some(ms) => sh.drain.delay = Duration::from_millis(ms),
+            None => sh.drain.strategies.clear(),
+        }
         Hub::new(sh.drain, sh.budget, never_stopped).expect("hub")
     }
 
@@ -354,7 +358,7 @@ mod tests {
 
     #[test]
     fn requests_join_one_drain_and_later_ones_are_answered_at_once() {
-        let (h, wake) = hub(50);
+        let (h, wake) = hub(Some(50));
         let t0 = Instant::now();
         let a = h.join(t0);
         let b = h.join(Instant::now());
@@ -375,7 +379,9 @@ mod tests {
 
     #[test]
     fn a_drain_past_its_window_rearms() {
-        let (h, wake) = hub(0);
+        // No strategy: each drain ends at once ("nothing to drain"), so the
+        // request at a future `now` leaves no thread behind.
+        let (h, wake) = hub(None);
         let t0 = Instant::now();
         let first = h.join(t0);
         wait_wake(&wake);
@@ -384,5 +390,7 @@ mod tests {
         // A request after the window starts a new drain.
         let late = h.join(t0 + h.window());
         assert_eq!(h.poll(&late, t0 + h.window()), Answer::Wait);
+        wait_wake(&wake);
+        assert!(matches!(h.poll(&late, t0 + h.window()), Answer::Drained(_)));
     }
 }
