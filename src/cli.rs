@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug)]
 pub enum Mode {
     Drain { common: CommonArgs },
-    Sidecar { init: InitArgs, common: CommonArgs, sidecar: SidecarArgs, command: Vec<String> },
+    Sidecar { init: InitArgs, common: CommonArgs, sidecar: Box<SidecarArgs>, command: Vec<String> },
 }
 
 impl Cli {
@@ -69,7 +69,7 @@ impl Cli {
     fn sidecar(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
         let s = SidecarCli::try_parse_from(args)?;
         Ok(Cli {
-            mode: Some(Mode::Sidecar { init: s.init, common: s.common, sidecar: s.sidecar, command: s.command }),
+            mode: Some(Mode::Sidecar { init: s.init, common: s.common, sidecar: Box::new(s.sidecar), command: s.command }),
             init: InitArgs::default(),
             common: CommonArgs::default(),
             command: vec![],
@@ -92,9 +92,17 @@ fn mode_word(args: &[std::ffi::OsString], command: &[String]) -> Option<usize> {
 /// otherwise, e.g., turn `LASTCALL_DRAIN=` into "no strategy". Removed
 /// before clap reads the environment; at that point lastcall has no other
 /// thread, and the app is not started yet (it does not see them either).
+///
+/// Except the sidecar's guards, which fail closed: an empty
+/// `LASTCALL_DRAIN_TOKEN` or `LASTCALL_DRAIN_FROM` is an error (config.rs),
+/// never an open `/drain`.
+const FAIL_CLOSED: [&str; 2] = ["LASTCALL_DRAIN_TOKEN", "LASTCALL_DRAIN_FROM"];
+
 fn drop_empty_env() {
-    let empty: Vec<std::ffi::OsString> =
-        std::env::vars_os().filter(|(k, v)| v.is_empty() && k.to_string_lossy().starts_with("LASTCALL_")).map(|(k, _)| k).collect();
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(k, v)| v.is_empty() && k.to_string_lossy().starts_with("LASTCALL_") && !FAIL_CLOSED.contains(&&*k.to_string_lossy()))
+        .map(|(k, _)| k)
+        .collect();
     for key in empty {
         std::env::remove_var(key);
     }
@@ -305,6 +313,20 @@ pub struct SidecarArgs {
     /// Keep the wrapped helper running until these localhost ports stop accepting connections. Repeatable.
     #[arg(long, value_name = "PORT", env = "LASTCALL_WAIT_PORT", value_delimiter = ',')]
     pub wait_port: Vec<u16>,
+
+    /// GET /drain requires `Authorization: Bearer TOKEN` (preStop.httpGet.httpHeaders); at least 16
+    /// characters. Prefer the env or --drain-token-file: a flag shows in ps.
+    #[arg(long, value_name = "TOKEN", env = "LASTCALL_DRAIN_TOKEN", hide_env_values = true)]
+    pub drain_token: Option<String>,
+
+    /// Read the --drain-token from this file (e.g. a mounted Secret); one trailing newline is ignored.
+    #[arg(long, value_name = "PATH", env = "LASTCALL_DRAIN_TOKEN_FILE")]
+    pub drain_token_file: Option<String>,
+
+    /// GET /drain only from these source networks (e.g. 127.0.0.1/32,$(HOST_IP)/32); /healthz stays
+    /// open. Repeatable.
+    #[arg(long, value_name = "CIDR", env = "LASTCALL_DRAIN_FROM", value_delimiter = ',')]
+    pub drain_from: Vec<String>,
 }
 
 #[derive(Debug, Args, Default)]

@@ -2,10 +2,11 @@
 //! No syscalls here: every check is a pure function with unit tests, and any
 //! error becomes one line and exit status 2 before a child is started.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{Cli, CommonArgs, InitArgs, Mode as CliMode};
+use crate::cli::{Cli, CommonArgs, InitArgs, Mode as CliMode, SidecarArgs};
 use crate::deadline::Budget;
 use crate::exit_status::Remap;
 use crate::signals::{Rewrites, Signal};
@@ -20,6 +21,9 @@ pub enum ConfigError {
     NoCommand,
     #[error("drain strategy {0:?} is not built into this lastcall (rebuild with the cargo feature)")]
     NotBuiltIn(&'static str),
+    /// Options that do not fit together.
+    #[error("{0}")]
+    Usage(&'static str),
 }
 
 /// Which drain strategies run, in order.
@@ -29,6 +33,7 @@ pub enum Strategy {
     K8s,
     Traffic,
     /// Sidecar only: until the app's `--wait-port`s stop accepting connections.
+    #[cfg_attr(not(feature = "sidecar"), allow(dead_code))] // built by the sidecar only
     PortsClosed,
 }
 
@@ -104,8 +109,84 @@ pub struct InitConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SidecarConfig {
-    pub listen: String,
+    /// Where the HTTP server listens; None for `--listen off`.
+    pub listen: Option<SocketAddr>,
     pub wait_ports: Vec<u16>,
+    /// The bearer token `GET /drain` must carry, if any.
+    pub drain_token: Option<DrainToken>,
+    /// The source networks `GET /drain` is accepted from; empty for any.
+    pub drain_from: Vec<Cidr>,
+}
+
+/// Where the drain token comes from. A file is read when the sidecar
+/// starts (`check_drain_token` then checks what it held).
+#[derive(Clone, PartialEq)]
+pub enum DrainToken {
+    Value(String),
+    File(PathBuf),
+}
+
+/// Never prints the token itself.
+impl std::fmt::Debug for DrainToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DrainToken::Value(_) => f.write_str("Value(<redacted>)"),
+            DrainToken::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+/// An address block, `10.0.0.0/8` or `fd00::/8`; a bare address is a /32
+/// (/128). Host bits may be set (`10.1.2.3/8` is `10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let s = s.trim();
+        let bad = || format!("{s:?} is not an address or CIDR (e.g. 10.0.0.1/32, fd00::/8)");
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = ip.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(bad)?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// What a drain token must look like: it travels as an HTTP header value,
+/// so visible ASCII only, and long enough that guessing it over the pod
+/// network is hopeless. The message never contains the token.
+pub fn check_drain_token(token: &str) -> Result<(), &'static str> {
+    if token.is_empty() {
+        return Err("is empty (an unset template value would turn the check off: leave the variable out instead)");
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("may only contain visible ASCII characters (no spaces)");
+    }
+    if token.len() < 16 {
+        return Err("must be at least 16 characters (e.g. openssl rand -hex 16)");
+    }
+    if token.len() > 1024 {
+        return Err("must be at most 1024 characters");
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,7 +236,7 @@ impl Config {
             }
             Some(CliMode::Drain { common }) => (Mode::Drain, common),
             Some(CliMode::Sidecar { init, common, sidecar, command }) => {
-                let sc = SidecarConfig { listen: sidecar.listen, wait_ports: sidecar.wait_port };
+                let sc = sidecar_config(&sidecar, !command.is_empty())?;
                 (Mode::Sidecar(sc, init_config(&init, command)?), common)
             }
         };
@@ -188,6 +269,50 @@ fn rewrites(specs: &[String]) -> Result<Rewrites, ConfigError> {
         }
     }
     Ok(rules)
+}
+
+/// The sidecar's options, checked together: what the HTTP server and the
+/// wrapped helper need, and what makes no sense without them.
+fn sidecar_config(a: &SidecarArgs, has_command: bool) -> Result<SidecarConfig, ConfigError> {
+    let listen = match a.listen.trim() {
+        "" | "off" | "none" => None,
+        addr => Some(addr.parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
+            flag: "--listen",
+            msg: format!("{addr:?}: use IP:PORT (0.0.0.0:9099, [::]:9099) or off"),
+        })?),
+    };
+    if !has_command && listen.is_none() {
+        return Err(ConfigError::Usage("nothing to do: --listen is off and no command is given (lastcall sidecar [OPTIONS] [-- CMD])"));
+    }
+    if !has_command && !a.wait_port.is_empty() {
+        return Err(ConfigError::Usage("--wait-port needs a command to keep running (lastcall sidecar --wait-port P -- CMD)"));
+    }
+    if a.wait_port.contains(&0) {
+        return Err(ConfigError::Invalid { flag: "--wait-port", msg: "0 is not a port".into() });
+    }
+    let drain_token = match (&a.drain_token, &a.drain_token_file) {
+        (Some(_), Some(_)) => return Err(ConfigError::Usage("--drain-token and --drain-token-file exclude each other: give one")),
+        (Some(t), None) => {
+            check_drain_token(t).map_err(|msg| ConfigError::Invalid { flag: "--drain-token", msg: msg.into() })?;
+            Some(DrainToken::Value(t.clone()))
+        }
+        (None, Some(p)) if p.trim().is_empty() => {
+            return Err(ConfigError::Invalid { flag: "--drain-token-file", msg: "is empty: give a path".into() })
+        }
+        (None, Some(p)) => Some(DrainToken::File(PathBuf::from(p))),
+        (None, None) => None,
+    };
+    let drain_from = a
+        .drain_from
+        .iter()
+        .map(|c| c.parse::<Cidr>().map_err(|msg| ConfigError::Invalid { flag: "--drain-from", msg }))
+        .collect::<Result<Vec<_>, _>>()?;
+    if listen.is_none() && (drain_token.is_some() || !drain_from.is_empty()) {
+        return Err(ConfigError::Usage(
+            "--drain-token, --drain-token-file and --drain-from guard the HTTP server, which --listen off turns off",
+        ));
+    }
+    Ok(SidecarConfig { listen, wait_ports: a.wait_port.clone(), drain_token, drain_from })
 }
 
 fn shutdown_config(c: &CommonArgs) -> Result<ShutdownConfig, ConfigError> {
@@ -484,5 +609,61 @@ mod tests {
         let Mode::Sidecar(sc, init) = c.mode else { panic!() };
         assert_eq!(sc.wait_ports, vec![8080]);
         assert_eq!(init.command, vec!["proxy"]);
+    }
+
+    fn sidecar(args: &[&str]) -> Result<SidecarConfig, ConfigError> {
+        let c = parse(&std::iter::once("sidecar").chain(args.iter().copied()).collect::<Vec<_>>())?;
+        let Mode::Sidecar(sc, _) = c.mode else { panic!("not sidecar") };
+        Ok(sc)
+    }
+
+    #[test]
+    fn sidecar_defaults_and_listen() {
+        let sc = sidecar(&[]).unwrap();
+        assert_eq!(sc.listen, Some("0.0.0.0:9099".parse().unwrap()));
+        assert_eq!((sc.drain_token, sc.drain_from), (None, vec![]));
+        assert_eq!(sidecar(&["--listen", " off ", "--", "p"]).unwrap().listen, None);
+        assert_eq!(sidecar(&["--listen", "[::]:9099"]).unwrap().listen, Some("[::]:9099".parse().unwrap()));
+    }
+
+    #[test]
+    fn sidecar_usage_problems_are_one_line() {
+        let token = "0123456789abcdef";
+        let bad: &[&[&str]] = &[
+            &["--listen", "off"],
+            &["--listen", "localhost:9099"],
+            &["--wait-port", "8080"],
+            &["--wait-port", "0", "--", "p"],
+            &["--drain-token", ""],
+            &["--drain-token", "0123456789abcde"],
+            &["--drain-token", "0123456789 abcdef"],
+            &["--drain-token", token, "--drain-token-file", "/t"],
+            &["--drain-token-file", " "],
+            &["--drain-from", "10.0.0.0/33"],
+            &["--drain-from", "::1/129"],
+            &["--drain-from", "10.0.0.0/x"],
+            &["--drain-from", ""],
+            &["--listen", "off", "--drain-from", "10.0.0.0/8", "--", "p"],
+            &["--listen", "off", "--drain-token", token, "--", "p"],
+        ];
+        for args in bad {
+            let e = sidecar(args).expect_err(&format!("{args:?} accepted")).to_string();
+            assert!(!e.contains('\n') && !e.is_empty(), "{args:?}: {e}");
+            assert!(!e.contains(token), "{args:?}: the token is in {e:?}");
+        }
+        let ok: &[&[&str]] = &[&["--", "p"], &["--listen", "off", "--", "p"], &["--drain-token", token]];
+        for args in ok {
+            assert!(sidecar(args).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn sidecar_auth_settings() {
+        let sc = sidecar(&["--drain-token-file", "/run/secrets/t", "--drain-from", "10.1.2.3/8, fd00::/8,192.0.2.7"]).unwrap();
+        assert_eq!(sc.drain_token, Some(DrainToken::File(PathBuf::from("/run/secrets/t"))));
+        let from: Vec<String> = sc.drain_from.iter().map(|c| c.to_string()).collect();
+        assert_eq!(from, ["10.1.2.3/8", "fd00::/8", "192.0.2.7/32"]);
+        let sc = sidecar(&["--drain-token", "0123456789abcdef"]).unwrap();
+        assert_eq!(format!("{:?}", sc.drain_token), "Some(Value(<redacted>))");
     }
 }

@@ -164,6 +164,12 @@ impl SignalSource {
     /// Block `signals`, reset their dispositions to default (an inherited
     /// SIG_IGN would discard them, and an ignored SIGCHLD would auto-reap the
     /// app), and open the signalfd. Call before any thread exists.
+    ///
+    /// A disposition that already is the default is left alone: setting it
+    /// again would discard a pending signal whose default is to be ignored
+    /// (SIGWINCH, SIGURG, SIGCHLD; sigaction(2), POSIX 2.4.3), and the
+    /// sidecar blocks these signals once before its supervisor calls this
+    /// again. Checking costs what resetting did: one sigaction per signal.
     pub fn install(signals: impl IntoIterator<Item = i32>) -> std::io::Result<SignalSource> {
         use std::os::fd::FromRawFd;
         // SAFETY: plain libc calls on a local, zero-initialised sigset_t and
@@ -181,7 +187,11 @@ impl SignalSource {
             let mut default: libc::sigaction = std::mem::zeroed();
             default.sa_sigaction = libc::SIG_DFL;
             for &sig in &signals {
-                libc::sigaction(sig, &default, std::ptr::null_mut());
+                let mut current: libc::sigaction = std::mem::zeroed();
+                let known = libc::sigaction(sig, std::ptr::null(), &mut current) == 0;
+                if !known || current.sa_sigaction != libc::SIG_DFL {
+                    libc::sigaction(sig, &default, std::ptr::null_mut());
+                }
             }
             let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
             if fd < 0 {

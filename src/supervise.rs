@@ -70,12 +70,21 @@ impl drain::Notify for Inbox {
     }
 }
 
-/// When the stop signal first reached the supervisor (for the sidecar's
-/// late-request window).
+/// When the stop signal first reached lastcall: the program's one clock
+/// for it (the sidecar reads it for its late-request window and to tell a
+/// real shutdown from a stray drain request).
 static STOPPED_AT: OnceLock<Instant> = OnceLock::new();
 
+#[cfg_attr(not(feature = "sidecar"), allow(dead_code))] // read by the sidecar only
 pub fn stopped_at() -> Option<Instant> {
     STOPPED_AT.get().copied()
+}
+
+/// Records the stop signal's arrival; only the first one counts. The
+/// supervisor's loop calls it, and the sidecar without a helper, which has
+/// no supervisor.
+pub fn note_stop(at: Instant) {
+    STOPPED_AT.get_or_init(|| at);
 }
 
 /// Block the signals the supervisor handles and open their signalfd. The
@@ -305,7 +314,7 @@ impl<'a> Supervisor<'a> {
                 if sig == SIGCHLD {
                     self.reap_due = true;
                 } else if sig == self.shutdown.stop_signal {
-                    STOPPED_AT.get_or_init(|| now);
+                    note_stop(now);
                     events.push(Event::StopSignal);
                 } else {
                     self.forward(sig);

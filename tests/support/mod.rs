@@ -1140,3 +1140,5 @@ macro_rules! both_modes {
         }
     };
 }
+#[cfg(feature = "sidecar")]
+pub mod sidecar;
