@@ -38,22 +38,6 @@ fn ready(p: &mut Proc) {
     p.expect_prefix("ready");
 }
 
-/// The stderr line containing `needle`, once lastcall has logged it.
-#[track_caller]
-fn wait_stderr(p: &mut Proc, needle: &str) -> String {
-    let deadline = mono_ns() + GUARD.as_nanos() as u64;
-    loop {
-        if let Some(line) = p.stderr_snapshot().lines().find(|l| l.contains(needle)) {
-            return line.to_string();
-        }
-        if mono_ns() > deadline {
-            p.fail(format!("stderr never showed {needle:?}"));
-        }
-        // Polling: stderr lines are not events in the harness (module doc).
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// `lastcall drain ARGS` run directly by the test (no PID 1 of its own).
 fn lastcall_drain(args: &[&str]) -> Proc {
     Run::new(Mode::Subreaper).raw(std::iter::once("drain").chain(args.iter().copied())).spawn()
@@ -276,7 +260,7 @@ mod sidecar {
 
     /// The address the sidecar listens on (it was given port 0).
     fn listen_addr(p: &mut Proc) -> String {
-        let line = wait_stderr(p, "listening for GET /drain");
+        let line = p.wait_stderr("listening for GET /drain");
         match line.split_whitespace().find_map(|w| w.strip_prefix("addr=")) {
             Some(addr) => addr.to_string(),
             None => p.fail(format!("no addr= in {line:?}")),
@@ -330,7 +314,7 @@ mod sidecar {
         let (mut p, addr) = http_sidecar();
         let t0 = mono_ns();
         let first = get_async(&addr, "/drain");
-        wait_stderr(&mut p, "GET /drain: draining");
+        p.wait_stderr("GET /drain: draining");
         let second = get_async(&addr, "/drain");
 
         let h0 = mono_ns();
@@ -368,7 +352,7 @@ mod sidecar {
         let (mut p, addr) = http_sidecar();
         let t0 = mono_ns();
         let pending = get_async(&addr, "/drain");
-        wait_stderr(&mut p, "GET /drain: draining");
+        p.wait_stderr("GET /drain: draining");
         p.signal(SIGTERM);
         let a = pending.join().expect("/drain");
         p.check(a.status == 200, format!("/drain: {} {:?}", a.status, a.body));
@@ -383,7 +367,7 @@ mod sidecar {
     fn drain_request_just_after_sigterm_is_served() {
         let (mut p, addr) = http_sidecar();
         p.signal(SIGTERM);
-        wait_stderr(&mut p, "signal received");
+        p.wait_stderr("signal received");
         let a = request(&addr, "GET", "/drain");
         p.check(a.status == 200, format!("/drain after SIGTERM: {} {:?}", a.status, a.body));
         p.expect_exit_code(0);
@@ -600,7 +584,7 @@ mod k8s {
     fn sidecar_drain_waits_for_the_endpoint() {
         let api = cluster();
         let mut p = run(&api, &["sidecar", "--listen", "127.0.0.1:0"]).spawn();
-        let line = wait_stderr(&mut p, "listening for GET /drain");
+        let line = p.wait_stderr("listening for GET /drain");
         let addr = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).unwrap_or_default().to_string();
         let deleted = mono_ns();
         api.delete_pod("web-1", None, Flip::AfterMs(FLIP_MS));
@@ -631,7 +615,7 @@ fn drain_request_without_stop_signal_never_kills() {
     let mut hook = lastcall_drain(&["--control-socket", &sock]);
     hook.expect_exit_code(0);
     // The plan's SIGKILL time (3 s after the request) passes without a stop signal.
-    wait_stderr(&mut p, "no stop signal followed the drain");
+    p.wait_stderr("no stop signal followed the drain");
     barrier(&mut p);
     let killed = p.has_exited();
     p.check(!killed, "lastcall (and the app) ended without a stop signal");
@@ -699,7 +683,7 @@ fn cut_delay_says_it_was_cut() {
     let opts = ["drain", "--drain-delay", "20s", "--grace-period", "5s", "--kill-margin", "1s", "--stop-budget", "1s"];
     let mut p = Run::new(Mode::Subreaper).raw(opts).spawn();
     p.expect_exit_code(0);
-    let line = wait_stderr(&mut p, "drain ended");
+    let line = p.wait_stderr("drain ended");
     p.check(line.contains("cut"), "the drain ended early but its reason does not say so");
 }
 
@@ -728,7 +712,7 @@ fn abandoned_drain_stays_silent() {
     let mut p = Run::new(Mode::Pid1).opts(opts).app(&["signals", "--exit-on", "none"]).spawn();
     ready(&mut p);
     p.signal(SIGTERM);
-    wait_stderr(&mut p, "waiting for inbound traffic");
+    p.wait_stderr("waiting for inbound traffic");
     p.signal(SIGTERM);
     p.expect_signal(SIGTERM);
     p.expect_exit_code(137);

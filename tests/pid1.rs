@@ -348,40 +348,35 @@ fn help_exits_0() {
 // The shutdown sequence
 // ---------------------------------------------------------------------------
 
+/// An app that ignores TERM under `opts` (grace 3 s, margin 1 s): lastcall
+/// SIGKILLs it at grace - margin (2 s), before the grace deadline (3 s):
+/// exit 137 and a log line about the kill.
+fn killed_before_the_deadline(mode: Mode, opts: &[&str], app: &[&str]) {
+    let mut p = Run::new(mode).opts(["--grace-period", "3s", "--kill-margin", "1s", "--stop-budget", "1s"]).opts(opts).app(app).spawn();
+    ready(&mut p);
+    let sent = p.signal(SIGTERM);
+    let exited = p.expect_exit_code(137);
+    p.check(exited - sent < 3 * SEC, format!("lastcall exited {} after TERM: not before the 3s grace deadline", secs(exited - sent)));
+    p.check(
+        exited + 10 * MS >= sent + 2 * SEC,
+        format!("lastcall exited {} after TERM: killed before grace - margin", secs(exited - sent)),
+    );
+    let stderr = p.stderr();
+    p.check(stderr.contains("SIGKILL"), "stderr does not mention the SIGKILL");
+}
+
 both_modes! {
-    /// A child that ignores TERM is SIGKILLed at grace - margin (2 s), before
-    /// the grace deadline (3 s): exit 137 and a log line about the kill.
+    /// A child that ignores TERM is SIGKILLed before the deadline.
     fn child_ignoring_term_is_killed_before_deadline(mode) {
-        let mut p = Run::new(mode)
-            .opts(["--grace-period", "3s", "--kill-margin", "1s", "--stop-budget", "1s"])
-            .app(&["signals", "--ignore", "TERM"])
-            .spawn();
-        ready(&mut p);
-        let sent = p.signal(SIGTERM);
-        let exited = p.expect_exit_code(137);
-        p.check(exited - sent < 3 * SEC, format!("lastcall exited {} after TERM: not before the 3s grace deadline", secs(exited - sent)));
-        p.check(exited + 10 * MS >= sent + 2 * SEC, format!("lastcall exited {} after TERM: killed before grace - margin", secs(exited - sent)));
-        let stderr = p.stderr();
-        p.check(stderr.contains("SIGKILL"), "stderr does not mention the SIGKILL");
+        killed_before_the_deadline(mode, &[], &["signals", "--ignore", "TERM"])
     }
 }
 
 both_modes! {
-    /// Drain, then STOP, then KILL: with a 1 s drain in a 3 s grace period
-    /// and an app that ignores TERM, the app sees nothing before the drain
-    /// ends and lastcall still kills before the deadline.
+    /// Drain, then STOP, then KILL: a 1 s drain in the same 3 s grace period
+    /// still leaves the kill before the deadline.
     fn drain_then_kill_before_grace_deadline(mode) {
-        let mut p = Run::new(mode)
-            .opts(["--grace-period", "3s", "--kill-margin", "1s", "--stop-budget", "1s", "--drain-delay", "1s"])
-            .app(&["signals", "--ignore", "TERM", "--exit-on", "none"])
-            .spawn();
-        ready(&mut p);
-        let sent = p.signal(SIGTERM);
-        let exited = p.expect_exit_code(137);
-        p.check(exited - sent < 3 * SEC, format!("lastcall exited {} after TERM: not before the 3s grace deadline", secs(exited - sent)));
-        p.check(exited + 10 * MS >= sent + 2 * SEC, format!("lastcall exited {} after TERM: killed before grace - margin", secs(exited - sent)));
-        let stderr = p.stderr();
-        p.check(stderr.contains("SIGKILL"), "stderr does not mention the SIGKILL");
+        killed_before_the_deadline(mode, &["--drain-delay", "1s"], &["signals", "--ignore", "TERM", "--exit-on", "none"])
     }
 }
 

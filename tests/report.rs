@@ -10,7 +10,7 @@
 mod support;
 
 use libc::{SIGTERM, SIGUSR1};
-use support::{Mode, Proc, Run, TempDir, GUARD};
+use support::{Mode, Proc, Run, TempDir};
 
 /// KILL at 3 s; a 1 s drain.
 const OPTS: [&str; 8] = ["--grace-period", "4s", "--kill-margin", "1s", "--stop-budget", "1s", "--drain-delay", "1s"];
@@ -190,16 +190,5 @@ fn prestop_lines_reach_the_container_log() {
         ])
         .spawn();
     hook.expect_exit_code(0);
-    let deadline = support::mono_ns() + GUARD.as_nanos() as u64;
-    loop {
-        let log = pid1.stderr_snapshot();
-        if log.contains("lastcall drain: drain ended") {
-            break;
-        }
-        if support::mono_ns() > deadline {
-            pid1.fail("the hook's lines never reached PID 1's stderr");
-        }
-        // Polling: stderr lines are not events in the harness.
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    pid1.wait_stderr("lastcall drain: drain ended");
 }

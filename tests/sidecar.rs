@@ -28,7 +28,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use libc::SIGTERM;
-use support::sidecar::{count_stderr, get_async, listen_addr, request_with, wait_stderr, Answer};
+use support::sidecar::{count_stderr, get_async, listen_addr, request_with, Answer};
 use support::{mono_ns, secs, Mode, Proc, Run, TempDir, GUARD, MS, SEC};
 
 /// Timer slack for lower bounds: lastcall's timers fire at or after their
@@ -81,7 +81,7 @@ fn stray_drain_rearms_and_the_real_prestop_still_drains() {
     p.check(stray.at + SLACK >= t0 + SEC, "the stray /drain did not drain");
 
     // Re-arming is a state change only the log shows (module doc of support::sidecar).
-    wait_stderr(&mut p, "re-armed");
+    p.wait_stderr("re-armed");
     let rearmed = mono_ns();
     p.check(rearmed + SLACK >= t0 + 3 * SEC, format!("re-armed {} after the stray drain: within its grace period", secs(rearmed - t0)));
 
@@ -171,9 +171,9 @@ mod k8s {
         let api = pod_in_service();
         let (mut p, addr) = k8s_sidecar(&api);
         let stray = get_async(&addr, "/drain", &[]);
-        wait_stderr(&mut p, "GET /drain: draining");
+        p.wait_stderr("GET /drain: draining");
         // The k8s strategy has read the Pod once the fallback is announced.
-        wait_stderr(&mut p, "falling back to --drain-delay");
+        p.wait_stderr("falling back to --drain-delay");
         api.delete_pod("web-1", None, Flip::AfterMs(FLIP_MS));
         let deleted = mono_ns();
         let real = get_async(&addr, "/drain", &[]);
@@ -215,7 +215,7 @@ fn drain_token_is_required_and_refusals_never_drain() {
         let a = get(&addr, "/drain", &[("Authorization", wrong.as_str())]);
         p.check(a.status == 403, format!("/drain with {wrong:?}: {} (want 403)", a.status));
     }
-    wait_stderr(&mut p, "GET /drain refused");
+    p.wait_stderr("GET /drain refused");
     p.check(count_stderr(&p, "GET /drain: draining") == 0, "a refused request started a drain");
 
     let t0 = mono_ns();
@@ -433,11 +433,11 @@ fn waiting_drains_hold_no_thread_each() {
     let (mut p, addr) = sidecar(&["-v", "--drain-delay", "2s"], &[]);
     let t0 = mono_ns();
     let waiting: Vec<_> = (0..32).map(|_| get_async(&addr, "/drain", &[])).collect();
-    wait_stderr(&mut p, "GET /drain: draining");
+    p.wait_stderr("GET /drain: draining");
     let pid = p.lastcall_pid();
     // The requests reach the server in any order after the drain started:
     // wait until the server holds all 32 (its log says how many wait).
-    wait_stderr(&mut p, "waiting=32");
+    p.wait_stderr("waiting=32");
     let threads: usize = support::status_field(pid, "Threads").and_then(|t| t.trim().parse().ok()).unwrap_or(0);
     p.check((1..=6).contains(&threads), format!("{threads} threads while 32 /drain requests wait"));
     for w in waiting {

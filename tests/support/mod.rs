@@ -844,6 +844,23 @@ impl Proc {
         self.stderr_snapshot()
     }
 
+    /// The stderr line containing `needle`, once lastcall has logged it.
+    /// stderr is not read as lines (only stdout is), so it is polled every
+    /// 10 ms, bounded by GUARD.
+    #[track_caller]
+    pub fn wait_stderr(&mut self, needle: &str) -> String {
+        let deadline = mono_ns() + GUARD.as_nanos() as u64;
+        loop {
+            if let Some(line) = self.stderr_snapshot().lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            if mono_ns() > deadline {
+                self.fail(format!("stderr never showed {needle:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     // ----- processes and signals --------------------------------------
 
     /// lastcall's pid in the test's PID namespace.

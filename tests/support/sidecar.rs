@@ -9,7 +9,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
 use super::{mono_ns, Proc, GUARD};
 
@@ -67,22 +66,6 @@ pub fn get_async(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::threa
     })
 }
 
-/// The stderr line containing `needle`, once lastcall has logged it.
-#[track_caller]
-pub fn wait_stderr(p: &mut Proc, needle: &str) -> String {
-    let deadline = mono_ns() + GUARD.as_nanos() as u64;
-    loop {
-        if let Some(line) = p.stderr_snapshot().lines().find(|l| l.contains(needle)) {
-            return line.to_string();
-        }
-        if mono_ns() > deadline {
-            p.fail(format!("stderr never showed {needle:?}"));
-        }
-        // Polling: stderr lines are not events in the harness (module doc).
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// How many stderr lines so far contain `needle`.
 pub fn count_stderr(p: &Proc, needle: &str) -> usize {
     p.stderr_snapshot().lines().filter(|l| l.contains(needle)).count()
@@ -91,7 +74,7 @@ pub fn count_stderr(p: &Proc, needle: &str) -> usize {
 /// The address a sidecar started with `--listen IP:0` listens on.
 #[track_caller]
 pub fn listen_addr(p: &mut Proc) -> String {
-    let line = wait_stderr(p, "listening for GET /drain");
+    let line = p.wait_stderr("listening for GET /drain");
     match line.split_whitespace().find_map(|w| w.strip_prefix("addr=")) {
         Some(addr) => addr.to_string(),
         None => p.fail(format!("no addr= in {line:?}")),
