@@ -156,12 +156,28 @@ impl Client {
         timeout: Duration,
         decode: impl FnOnce(&mut dyn Read) -> Result<T, String>,
     ) -> Result<T, ApiError> {
+        // The generic part is only this adapter; the exchange is compiled once.
+        let (mut decode, mut out) = (Some(decode), None);
+        self.get_dyn(path, query, timeout, &mut |body| {
+            out = decode.take().map(|d| d(body)).transpose()?;
+            Ok(())
+        })?;
+        out.ok_or_else(|| ApiError::Decode("no body decoded".into()))
+    }
+
+    fn get_dyn(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        timeout: Duration,
+        decode: &mut dyn FnMut(&mut dyn Read) -> Result<(), String>,
+    ) -> Result<(), ApiError> {
         let deadline = Instant::now() + timeout;
         let mut body = self.request(path, query, deadline, deadline)?;
         let mut src = Capped { inner: &mut body, left: MAX_BODY, failed: None };
         let decoded = decode(&mut src);
         match (decoded, src.failed) {
-            (Ok(v), _) => Ok(v),
+            (Ok(()), _) => Ok(()),
             (Err(_), Some(e)) => Err(e),
             (Err(e), None) => Err(ApiError::Decode(e)),
         }

@@ -136,10 +136,14 @@ fn obj<T>() -> Obj<T> {
     Obj(PhantomData)
 }
 
+// Each seed asks for the JSON type it wants (`deserialize_map`, `_str`,
+// ...) behind `deserialize_option` for `null`, rather than taking any type
+// (`deserialize_any`): less code per seed, and a wrong type is an error.
+
 impl<'de, T: Object> DeserializeSeed<'de> for Obj<T> {
     type Value = T;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
-        d.deserialize_any(self)
+        d.deserialize_option(self)
     }
 }
 
@@ -148,8 +152,11 @@ impl<'de, T: Object> Visitor<'de> for Obj<T> {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "{} (a JSON object)", T::WHAT)
     }
-    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+    fn visit_none<E: de::Error>(self) -> Result<T, E> {
         Ok(T::default())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_map(self)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
         let mut out = T::default();
@@ -191,7 +198,7 @@ struct Text;
 impl<'de> DeserializeSeed<'de> for Text {
     type Value = String;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
-        d.deserialize_any(self)
+        d.deserialize_option(self)
     }
 }
 
@@ -200,8 +207,11 @@ impl<'de> Visitor<'de> for Text {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a string")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<String, E> {
+    fn visit_none<E: de::Error>(self) -> Result<String, E> {
         Ok(String::new())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
         Ok(v.to_string())
@@ -214,7 +224,7 @@ struct MaybeText;
 impl<'de> DeserializeSeed<'de> for MaybeText {
     type Value = Option<String>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
-        d.deserialize_any(self)
+        d.deserialize_option(self)
     }
 }
 
@@ -223,8 +233,11 @@ impl<'de> Visitor<'de> for MaybeText {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a string")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Option<String>, E> {
+    fn visit_none<E: de::Error>(self) -> Result<Option<String>, E> {
         Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_str(self)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<String>, E> {
         Ok(Some(v.to_string()))
@@ -237,7 +250,7 @@ struct Flag;
 impl<'de> DeserializeSeed<'de> for Flag {
     type Value = Option<bool>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<bool>, D::Error> {
-        d.deserialize_any(self)
+        d.deserialize_option(self)
     }
 }
 
@@ -246,8 +259,11 @@ impl<'de> Visitor<'de> for Flag {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a boolean")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Option<bool>, E> {
+    fn visit_none<E: de::Error>(self) -> Result<Option<bool>, E> {
         Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<bool>, D::Error> {
+        d.deserialize_bool(self)
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Option<bool>, E> {
         Ok(Some(v))
@@ -260,7 +276,7 @@ struct Int;
 impl<'de> DeserializeSeed<'de> for Int {
     type Value = Option<i64>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
-        d.deserialize_any(self)
+        d.deserialize_option(self)
     }
 }
 
@@ -269,8 +285,11 @@ impl<'de> Visitor<'de> for Int {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an integer")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Option<i64>, E> {
+    fn visit_none<E: de::Error>(self) -> Result<Option<i64>, E> {
         Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+        d.deserialize_i64(self)
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<i64>, E> {
         Ok(Some(v))
@@ -287,7 +306,7 @@ struct Each<S, F>(fn() -> S, F);
 impl<'de, S: DeserializeSeed<'de>, F: FnMut(S::Value)> DeserializeSeed<'de> for Each<S, F> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
+        d.deserialize_option(self)
     }
 }
 
@@ -296,8 +315,11 @@ impl<'de, S: DeserializeSeed<'de>, F: FnMut(S::Value)> Visitor<'de> for Each<S, 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
         Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let Each(seed, mut each) = self;
