@@ -134,6 +134,7 @@ pub fn wait(ctx: &Ctx) -> Outcome {
         outage: false,
         blind_until: None,
         first_fault: None,
+        last_fault: String::new(),
     };
     drain.run()
 }
@@ -156,6 +157,8 @@ struct Drain<'a> {
     blind_until: Option<Instant>,
     /// When that was.
     first_fault: Option<Instant>,
+    /// What failed last.
+    last_fault: String,
 }
 
 /// Why a step failed.
@@ -207,8 +210,12 @@ impl Drain<'_> {
     fn run(&mut self) -> Outcome {
         let (mut step, mut watches, mut relists) = (Step::Pod, 0u32, 0u32);
         loop {
-            if Instant::now() >= self.ctx.bounded_until() {
+            let now = Instant::now();
+            if now >= self.ctx.bounded_until() {
                 return self.timed_out();
+            }
+            if self.outage && self.end().saturating_duration_since(now) < LAST_TRY {
+                return self.give_up();
             }
             let failed = match step {
                 Step::Pod => match self.read_own_pod() {
@@ -221,7 +228,7 @@ impl Drain<'_> {
                 Step::FirstList | Step::List => {
                     let blind = self.outage;
                     match self.list() {
-                        Ok(()) if step == Step::FirstList => match self.first_look() {
+                        Ok(()) if step == Step::FirstList => match self.first_look(blind) {
                             Some(outcome) => return outcome,
                             None => {
                                 step = Step::Watch;
@@ -260,9 +267,9 @@ impl Drain<'_> {
                         }
                         WatchEnd::Forbidden(why) => return self.poll(&why),
                         WatchEnd::Failed(f) => {
-                            // Not even open (the server is away, or restarted
-                            // and lost our resourceVersion's history): list
-                            // again, then watch from the new list.
+                            // Not even open (the server is away, slow or
+                            // failing): list again, then watch from the new
+                            // list, which shows what changed meanwhile.
                             step = Step::List;
                             f
                         }
@@ -290,7 +297,8 @@ impl Drain<'_> {
     }
 
     /// After the first LIST: is there anything to wait for? None: watch.
-    fn first_look(&mut self) -> Option<Outcome> {
+    /// `blind`: that LIST ended an outage (see `finish`).
+    fn first_look(&mut self, blind: bool) -> Option<Outcome> {
         let s = self.tracker.summary();
         if s.entries == 0 {
             info!(
@@ -310,7 +318,7 @@ impl Drain<'_> {
             "endpoints of this pod found: waiting until they are out of service"
         );
         if s.gone() {
-            return Some(self.finish(None, false));
+            return Some(self.finish(None, blind));
         }
         if self.not_deleted {
             return Some(Outcome::Fallback(format!(
@@ -327,6 +335,7 @@ impl Drain<'_> {
     fn fault(&mut self, why: String, watch_broke: bool) -> Option<Outcome> {
         let now = Instant::now();
         self.faults += 1;
+        let new_outage = !self.outage;
         self.outage = true;
         let bounded = self.ctx.bounded_until();
         let fallback = self.ctx.started.checked_add(self.ctx.cfg.delay).unwrap_or(bounded);
@@ -335,25 +344,29 @@ impl Drain<'_> {
             fallback.max(grace).min(bounded)
         });
         self.first_fault.get_or_insert(now);
+        self.last_fault = why;
         let left = blind_until.saturating_duration_since(now);
         if left < LAST_TRY {
-            return Some(self.give_up(&why));
+            return Some(self.give_up());
         }
         let pause = backoff(self.faults).min(left / 2);
-        let (attempt, retry_in_ms, gives_up_in_ms) = (self.faults, pause.as_millis(), left.as_millis());
+        let (why, attempt, retry_in_ms, gives_up_in_ms) = (&self.last_fault, self.faults, pause.as_millis(), left.as_millis());
         if watch_broke {
             warn!(error = %why, attempt, retry_in_ms, gives_up_in_ms, rv = %self.tracker.rv, "watch broke: resuming from the last resourceVersion");
-        } else {
+        } else if new_outage {
             warn!(error = %why, attempt, retry_in_ms, gives_up_in_ms, "cannot observe the endpoint right now: trying again until the fallback delay ends");
+        } else {
+            debug!(error = %why, attempt, retry_in_ms, gives_up_in_ms, "cannot observe the endpoint right now: trying again until the fallback delay ends");
         }
         sleep_until(now + pause);
         None
     }
 
-    fn give_up(&self, why: &str) -> Outcome {
+    /// The time for trying is over: fall back, saying what failed last.
+    fn give_up(&self) -> Outcome {
         let tried = self.first_fault.map_or(0, |t| t.elapsed().as_millis());
         let n = self.faults;
-        Outcome::Fallback(format!("{why} (still failing after {n} attempts in {tried}ms)"))
+        Outcome::Fallback(format!("{} (still failing after {n} attempts in {tried}ms)", self.last_fault))
     }
 
     /// An answer came through: the outage, if any, is over.
@@ -730,6 +743,37 @@ fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter() {
+        let ms = Duration::from_millis;
+        for (n, full) in [(1, ms(250)), (2, ms(500)), (3, ms(1000)), (4, ms(2000)), (5, ms(2000)), (40, ms(2000))] {
+            for _ in 0..20 {
+                let b = backoff(n);
+                assert!(b <= full && b >= full / 2, "try {n}: {b:?} outside [{:?}, {full:?}]", full / 2);
+            }
+        }
+    }
+
+    #[test]
+    fn faults_that_retrying_cannot_mend() {
+        let status = |code| ApiError::Status { code, reason: String::new(), message: String::new(), retry_after: None };
+        for (e, fatal) in [
+            (status(401), true),
+            (status(403), true),
+            (status(404), true),
+            (status(400), true),
+            (status(408), false),
+            (status(429), false),
+            (status(500), false),
+            (status(503), false),
+            (ApiError::Transport("connection refused".into()), false),
+            (ApiError::Decode("malformed".into()), false),
+            (ApiError::Setup("no token".into()), true),
+        ] {
+            assert_eq!(matches!(classify(&e, String::new()), Fault::Fatal(_)), fatal, "{e:?}");
+        }
+    }
 
     #[test]
     fn human_durations() {
