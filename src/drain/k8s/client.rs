@@ -175,7 +175,8 @@ impl Client {
         let deadline = Instant::now() + timeout;
         let mut body = self.request(path, query, deadline, deadline)?;
         let mut src = Capped { inner: &mut body, left: MAX_BODY, failed: None };
-        let decoded = decode(&mut src);
+        // serde_json reads a byte at a time: buffer in front of the TLS stream.
+        let decoded = decode(&mut BufReader::with_capacity(16 << 10, &mut src));
         match (decoded, src.failed) {
             (Ok(()), _) => Ok(()),
             (Err(_), Some(e)) => Err(e),
@@ -443,7 +444,7 @@ pub struct Body {
 }
 
 impl Read for Body {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
             return Ok(0);
         }
@@ -451,7 +452,7 @@ impl Read for Body {
             let Some(call) = self.call.as_mut() else { return Ok(0) };
             if !self.input.is_empty() {
                 let (used, produced) =
-                    call.read(&self.input, out).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+                    call.read(&self.input, out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 self.input.drain(..used);
                 if produced > 0 {
                     return Ok(produced);
@@ -461,9 +462,14 @@ impl Read for Body {
                 self.call = None;
                 return Ok(0);
             }
+            // Bytes the decoder keeps without producing anything are framing
+            // (a chunk header): a peer cannot make that grow without bound.
+            if self.input.len() > MAX_HEADERS {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed chunked body"));
+            }
             let n = self.stream.read(&mut self.chunk)?;
             if n == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
             }
             self.input.extend_from_slice(&self.chunk[..n]);
         }
