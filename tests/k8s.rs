@@ -413,7 +413,7 @@ fn fault_unauthorized_everywhere() {
 
 #[test]
 fn fault_watch_reset_mid_stream() {
-    fault_case("watch", "reset_mid_stream", "the EndpointSlice watch failed 3 times");
+    fault_case("watch", "reset_mid_stream", "the EndpointSlice watch broke");
 }
 
 #[test]
@@ -661,4 +661,321 @@ fn service_selector_narrows_requests() {
         "{:?}",
         st.requests
     );
+}
+
+// ---------------------------------------------------------------------------
+// Hostile peers and a broken API (issue 12)
+// ---------------------------------------------------------------------------
+
+/// `lastcall drain` (no PID 1) pointed at `api`, with `opts` after the
+/// credentials; `env` on top of the pod's Downward API variables.
+fn drain_hook(api: &ApiServer, opts: &[&str]) -> Run {
+    let dir = api.dir();
+    let mut args: Vec<std::ffi::OsString> = vec!["drain".into(), "--drain".into(), "k8s".into()];
+    args.extend([
+        "--k8s-token-file".into(),
+        dir.join("token").into_os_string(),
+        "--k8s-ca-file".into(),
+        dir.join("ca.crt").into_os_string(),
+    ]);
+    args.extend(opts.iter().map(Into::into));
+    let mut run = Run::new(Mode::Subreaper).raw(args).env("POD_NAME", "web-1").env("POD_IP", "10.0.0.5");
+    for (k, v) in api.env() {
+        run = run.env(&k, &v);
+    }
+    run
+}
+
+/// A peer on the path to the API that drips bytes: it answers the
+/// ClientHello with the header of a 16 KiB record, then sends one byte of it
+/// every 1.5 s, each well within any per-read timeout. Only a deadline on the
+/// whole exchange ends it: the drain falls back at its 3 s fallback (retrying
+/// until then), not at the drain deadline (27 s).
+#[test]
+fn drip_fed_tls_handshake_cannot_hold_the_drain() {
+    let api = cluster();
+    let mut p = start(&api, &FAULT, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    api.fault("connect", "drip_tls:1500", 0);
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, sent + 3 * SEC, 6 * SEC);
+    let log = full_log(&mut p);
+    p.check(log.matches("falling back to --drain-delay").count() == 1, "expected one fallback line");
+    p.check(log.contains("timed out"), "the fallback line does not say the request timed out");
+    p.check(api.log().contains("fault=drip_tls"), "the server never dripped");
+}
+
+/// The same drip inside a response: the LIST's headers come at once, its
+/// body one byte every 1.5 s.
+#[test]
+fn drip_fed_list_body_cannot_hold_the_drain() {
+    let api = cluster();
+    let mut p = start(&api, &FAULT, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    api.fault("list", "drip_body:1500", 0);
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, sent + 3 * SEC, 6 * SEC);
+    let log = full_log(&mut p);
+    p.check(log.matches("falling back to --drain-delay").count() == 1, "expected one fallback line");
+    p.check(log.contains("timed out"), "the fallback line does not say the request timed out");
+}
+
+/// The drip inside TLS records: the handshake and the response head at full
+/// speed, then the body's records one byte every 1.5 s (no record ever
+/// completes, so no read returns data).
+#[test]
+fn drip_fed_tls_records_in_the_body_cannot_hold_the_drain() {
+    let api = cluster();
+    let mut p = start(&api, &FAULT, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    api.fault("connect", "drip_tls_body:1500", 0);
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, sent + 3 * SEC, 6 * SEC);
+    let log = full_log(&mut p);
+    p.check(log.matches("falling back to --drain-delay").count() == 1, "expected one fallback line");
+    p.check(log.contains("timed out"), "the fallback line does not say the request timed out");
+}
+
+/// `lastcall drain` without a PID 1 against a drip-feeding peer, with a
+/// fallback (20 s) later than its plan's end (10 s grace − 1 s margin − 1 s
+/// stop budget = 8 s): the strategy itself ends by the plan's end.
+#[test]
+fn prestop_drain_against_a_drip_feeding_peer_ends_at_its_deadline() {
+    let api = cluster();
+    api.delete_pod("web-1", None, Flip::Never);
+    api.fault("connect", "drip_tls:1500", 0);
+    let started = mono_ns();
+    let mut p = drain_hook(&api, &["--grace-period", "10s", "--kill-margin", "1s", "--stop-budget", "1s", "--drain-delay", "20s"]).spawn();
+    let exited = p.expect_exit_code(0);
+    p.check(
+        exited - started < 8 * SEC + 1500 * MS,
+        format!("drain returned {} after its start, past its 8 s plan", secs(exited - started)),
+    );
+    p.check(exited - started >= 7 * SEC, format!("drain returned after {}: before its plan's end", secs(exited - started)));
+}
+
+/// `--k8s-api` with a host name whose DNS server never answers: the lookup
+/// is bounded by the request's deadline too (it runs on a helper thread that
+/// is abandoned), so the drain falls back at its 3 s fallback. The resolver
+/// configuration is swapped in a private mount namespace.
+#[test]
+fn dns_lookup_that_never_answers_cannot_hold_the_drain() {
+    let api = cluster();
+    api.delete_pod("web-1", None, Flip::Never);
+    // A name server that takes queries and never answers (port 53: the
+    // resolver has no other; an address of this test run's own).
+    let pid = std::process::id();
+    let ns_addr = format!("127.77.{}.{}", (pid >> 8) & 255, (pid & 255).max(1));
+    let dns = std::net::UdpSocket::bind((ns_addr.as_str(), 53)).unwrap_or_else(|e| panic!("bind {ns_addr}:53 (root needed): {e}"));
+    let tmp = support::TempDir::new("k8s-dns");
+    std::fs::write(tmp.join("resolv.conf"), format!("nameserver {ns_addr}\noptions timeout:30 attempts:2\n")).unwrap();
+    let dir = api.dir();
+    let script = format!(
+        "mount --bind {resolv} /etc/resolv.conf && exec {bin} drain --drain k8s --k8s-api https://api.lastcall-test.invalid:{port} \
+         --k8s-token-file {dir}/token --k8s-ca-file {dir}/ca.crt --namespace default --pod-name web-1 --pod-ip 10.0.0.5 \
+         --grace-period 30s --kill-margin 1s --stop-budget 2s --drain-delay 3s",
+        resolv = tmp.join("resolv.conf").display(),
+        bin = support::lastcall().display(),
+        port = api.port(),
+        dir = dir.display(),
+    );
+    let started = mono_ns();
+    let mut child = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LASTCALL_CONTROL_SOCKET", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn unshare --mount");
+    // Bounded wait for the exit (the hook would otherwise take the resolver's 60 s).
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if mono_ns() - started < GUARD.as_nanos() as u64 => {
+                std::thread::sleep(Duration::from_millis(20)); // no event to block on with a bound: poll the child
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let took = mono_ns() - started;
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    drop(dns);
+    assert!(status.is_some_and(|s| s.success()), "drain did not end with 0 within {}: {status:?}\n{log}", secs(took));
+    assert!(took < 6 * SEC, "drain took {}, not bounded by the 3 s fallback\n{log}", secs(took));
+    assert!(log.contains("falling back to --drain-delay") && log.contains("api.lastcall-test.invalid"), "{log}");
+}
+
+/// The API server restarts during the watch: killed, back 2 s later, and
+/// answering LIST and WATCH with 429 for 0.5 s more while its watch cache
+/// fills. lastcall keeps trying (re-list, then watch, with backoff) and sees
+/// the flip made after the restart, long before its 20 s fallback; the
+/// retries stay few.
+#[test]
+fn api_server_restart_observation_continues() {
+    let api = cluster();
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    let sent = p.signal(SIGTERM);
+    wait_watch(&mut p, &api);
+    api.restart(Duration::from_secs(2), Duration::from_millis(500));
+    let flipped = mono_ns();
+    api.set_conditions("web", "web-1", Conditions::TERMINATING);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, flipped + PROPAGATION, 10 * SEC);
+    let log = full_log(&mut p);
+    p.check(!log.contains("falling back"), "lastcall gave up observing");
+    p.check(log.contains("endpoint out of service in every slice"), "the flip was not seen");
+    let st = api.stats();
+    p.check(st.total() <= 15, format!("{} requests for one drain with one restart: {:?}", st.total(), st.requests));
+}
+
+/// The API server is down for longer than the fallback (3 s): lastcall keeps
+/// trying until the fallback ends, then stops the app, once, saying why, and
+/// before the API comes back (5 s).
+#[test]
+fn api_server_down_past_the_fallback_ends_at_the_fallback() {
+    let api = cluster();
+    let mut p = start(&api, &FAULT, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    let sent = p.signal(SIGTERM);
+    wait_watch(&mut p, &api);
+    api.restart(Duration::from_secs(5), Duration::ZERO);
+    let back = mono_ns();
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, sent + 3 * SEC, 5 * SEC);
+    p.check(got < back, "the fallback waited for the API to come back");
+    let log = full_log(&mut p);
+    p.check(log.matches("falling back to --drain-delay").count() == 1, "expected one fallback line");
+    p.check(log.contains("connection refused"), "the fallback line does not say why");
+}
+
+/// A restart without a gap: the watch is cut, the resumed watch from the old
+/// resourceVersion gets 410 from the new watch cache, lastcall lists again
+/// and watches from there, and sees the flip.
+#[test]
+fn api_server_quick_restart_relists_after_410() {
+    let api = cluster();
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    let sent = p.signal(SIGTERM);
+    wait_watch(&mut p, &api);
+    api.restart(Duration::ZERO, Duration::ZERO);
+    p.check(api.wait_requests("list", 2, GUARD), "no LIST after the restart");
+    wait_watch(&mut p, &api);
+    let flipped = mono_ns();
+    api.set_conditions("web", "web-1", Conditions::TERMINATING);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, flipped + PROPAGATION, 10 * SEC);
+    let log = full_log(&mut p);
+    p.check(!log.contains("falling back"), "lastcall gave up observing");
+}
+
+/// VmHWM of `pid` in KiB.
+fn peak_kib(pid: i32) -> u64 {
+    let v = support::status_field(pid, "VmHWM").unwrap_or_else(|| panic!("no VmHWM for pid {pid}"));
+    v.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("bad VmHWM {v:?}"))
+}
+
+/// A namespace with 5,000 endpoints in 1,000 EndpointSlices (1,000 small
+/// Services; three LIST pages) and no `--service`: the drain filters page by
+/// page and keeps only this pod's entries, so lastcall's peak memory grows
+/// by far less than the LIST's size. Prints the figures (docs/kubernetes.md
+/// quotes them from the release build: `cargo test --release --test k8s
+/// big_namespace -- --nocapture`).
+#[test]
+fn big_namespace_drain_memory_stays_small() {
+    let api = cluster();
+    let bulk = api.add_bulk(1000, 5);
+    assert_eq!(bulk["endpoints"], json!(5000));
+    let opts = ["--grace-period", "12s", "--kill-margin", "1s", "--stop-budget", "1s", "--drain-delay", "10s", "--propagation-delay", "0s"];
+    let mut p = start(&api, &opts, &["signals", "--exit-on", "none"]);
+    let pid = p.lastcall_pid();
+    let before = peak_kib(pid);
+    api.delete_pod("web-1", None, Flip::AfterMs(300));
+    p.signal(SIGTERM);
+    p.expect_signal(SIGTERM);
+    let after = peak_kib(pid);
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let pss = rollup.lines().find(|l| l.starts_with("Pss:")).unwrap_or("Pss: ?").split_whitespace().nth(1).unwrap_or("?").to_string();
+    let lists = api.stats().count("list");
+    eprintln!(
+        "big namespace: VmHWM {before} KiB before the drain, {after} KiB after (+{} KiB); Pss after {pss} KiB; {lists} LIST requests",
+        after - before
+    );
+    let app_pid = p.lines_starting("ready")[0].pid();
+    let app = p.host_pid(app_pid);
+    support::kill(app, libc::SIGKILL);
+    p.wait();
+    let log = p.stderr();
+    assert!(log.contains("endpoint out of service in every slice"), "{log}");
+    assert!(lists >= 3, "expected the LIST in pages of 500, got {lists} requests");
+    // The LIST bodies are about 2.5 MB; decoding them whole costs several times that.
+    assert!(after - before < 2048, "the drain raised lastcall's peak memory by {} KiB", after - before);
+}
+
+/// An endpoint whose targetRef names another pod is not this pod's, even
+/// with this pod's IP (hostNetwork pods share the node's address, and IPs
+/// are reused): the drain ends with web-1's own flip, instead of waiting
+/// until the deadline for other-1's endpoint.
+#[test]
+fn endpoint_of_another_pod_with_the_same_ip_is_not_ours() {
+    let api = cluster();
+    api.add_pod("other-1", "10.0.0.5", 30);
+    api.add_service("other", 1, false, "IPv4");
+    api.add_endpoint("other", 0, "other-1");
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    let deleted = mono_ns();
+    api.delete_pod("web-1", None, Flip::AfterMs(500));
+    let sent = p.signal(SIGTERM);
+    let got = p.expect_signal(SIGTERM).mono();
+    check_term(&mut p, sent, got, deleted + 500 * MS + PROPAGATION, 10 * SEC);
+    let log = full_log(&mut p);
+    assert!(log.contains("endpoint out of service in 1 slice after"), "{log}");
+}
+
+/// An ordinary delete: the pod's deletionGracePeriodSeconds equals
+/// --grace-period, so the kubelet's SIGKILL comes that long after it began
+/// stopping the pod, as lastcall planned. The deletionTimestamp, in whole
+/// seconds, is up to 1 s earlier than the moment it stands for; taking it as
+/// is would cut the app's stop time and log a deadline change on every
+/// delete. The delete is made late in a wall-clock second, where the
+/// truncation takes the most. The app ignores TERM, so lastcall's SIGKILL
+/// shows when it planned the kill.
+#[test]
+fn ordinary_delete_keeps_the_planned_deadline() {
+    let api = ApiServer::start();
+    api.add_pod("web-1", "10.0.0.5", 8);
+    api.add_service("web", 1, false, "IPv4");
+    api.add_endpoint("web", 0, "web-1");
+    let opts = ["--grace-period", "8s", "--kill-margin", "1s", "--stop-budget", "2s", "--drain-delay", "2s", "--propagation-delay", "1s"];
+    let mut p = start(&api, &opts, &["signals", "--exit-on", "none"]);
+    // The subject is the wall clock's second boundary: wait for the last
+    // 300 ms of a second (a sleep, since no event marks it).
+    let frac = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis();
+    while frac() < 700 {
+        std::thread::sleep(Duration::from_millis(700 - u64::from(frac())));
+    }
+    api.delete_pod("web-1", None, Flip::Now);
+    let sent = p.signal(SIGTERM);
+    p.expect_signal(SIGTERM);
+    let st = p.wait();
+    p.check(st.code() == Some(128 + 9), format!("lastcall exited {st:?}, expected 137 (the app was SIGKILLed)"));
+    let exited = p.exited_at();
+    // Planned: KILL at the stop signal + 8 s − 1 s margin.
+    p.check(
+        exited >= sent + 7 * SEC - 100 * MS,
+        format!("the app was killed {} after the stop signal, before the planned 7 s", secs(exited - sent)),
+    );
+    let log = p.stderr();
+    assert!(!log.contains("adopting it"), "{log}");
 }

@@ -18,6 +18,8 @@ Control commands ({"cmd": NAME, ...}; "namespace" is optional everywhere, defaul
   add_pod         name, ip | ips[], uid?, grace? (30), ready? (true), node?, labels?    -> uid, resourceVersion
   add_service     name, slices? (1), publishNotReadyAddresses? (false), ip_family? IPv4|IPv6|dual,
                   ports? [{name,protocol,port}], labels?, uid?                          -> uid, slices[] (names)
+  add_bulk        services? (1), endpoints? (100 per service), max_per_slice? (100), prefix? ("bulk")
+                  -> slices, endpoints: a big namespace (endpoints of pods without Pod objects)
   add_endpoint    service, pod, slice? (index or name, 0), ready?/serving?/terminating? (bool, or null =
                   omit), omit_conditions? (true | ["ready",...]), address?, hostname?, node?, zone?  -> slice
                   (conditions default to what podToEndpoint computes from the pod)
@@ -31,8 +33,15 @@ Control commands ({"cmd": NAME, ...}; "namespace" is optional everywhere, defaul
   rotate_token    accept_old? (false), token? -> token (also written to DIR/token);  revoke_old_tokens
   rbac            endpointslices?, pods?: true (get/list/watch) | false | ["list","watch",...]
   fault           kind: list|watch|get-slice|get-pod (alias pod)|list-pod|watch-pod|other|any,
-                  fault: hang|status:<code>|reset|garbage|reset_mid_stream|garbage_event|slow_headers:<ms>,
+                  fault: hang|status:<code>|reset|garbage|reset_mid_stream|garbage_event|slow_headers:<ms>
+                  |drip_body:<ms> (the answer's body, or each watch event, one byte every <ms>);
+                  kind connect, fault drip_tls:<ms>: on new connections, before TLS: read the
+                  ClientHello, send a 16 KiB handshake record header, then one byte every <ms>;
+                  fault drip_tls_body:<ms>: TLS and the response head at full speed, then every
+                  TLS byte of the body one at a time, one every <ms> [drip];
                   count? (1; 0 or less = until cleared);  clear_faults  kind?
+  restart         gap_ms? (0), init_429_ms? (0): the apiserver dies and comes back with its state;
+                  replies when it listens again [restart]
   compact         rv? (current)                                                         -> compacted
   bookmark        -> watchers (with allowWatchBookmarks), resourceVersion
   close_watches   error? ("expired" | HTTP code: send that ERROR event first)           -> watchers
@@ -57,6 +66,12 @@ References (cited as [concepts], [rv], ...):
   [eps]      https://kubernetes.io/docs/concepts/services-networking/endpoint-slices/ and
              k8s.io/endpointslice utils.go podToEndpoint / setEndpointSliceLabels
   [labels]   https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/
+  [restart]  A killed kube-apiserver: the kernel closes its sockets (FIN, no TLS close_notify); the new
+             process re-initialises its watch cache from etcd at the current RV, so a watch from an
+             older RV gets "too old resource version" (410); until the cache is ready, LIST and WATCH
+             get 429 "storage is (re)initializing" with Retry-After (KEP-4568, Kubernetes 1.31+).
+  [drip]     A slow or hostile peer on the path to the API (the pod network is shared): any number of
+             bytes, each within any per-read timeout, never finishing a TLS record or a response.
 """
 
 import argparse
@@ -245,6 +260,29 @@ class State:
         self.config = {"bookmark_interval_ms": 0, "watch_410": "event", "expired_reason": "Expired",
                        "bookmark_style": "minimal", "default_watch_timeout_s": 1800}
         self.stopping = threading.Event()
+        # Restarts [restart]: every connection belongs to one incarnation (epoch) of the server.
+        self.epoch = 0
+        self.conns = set()  # live Handlers, so a restart can cut them
+        self.server = None  # the listening Server of the current epoch
+        self.ssl_ctx = None
+        self.bulk_ips = 0  # add_bulk's address counter
+        self.watch_floor_rv = 0  # the re-initialised watch cache starts here: older watch RVs get 410
+        self.init_until = 0.0  # monotonic: LIST/WATCH answer 429 until then (cache initialising)
+
+    def dead(self, epoch):
+        """The incarnation `epoch` was killed by a restart, or the whole server is stopping."""
+        return self.stopping.is_set() or self.epoch != epoch
+
+    def pause(self, epoch, seconds):
+        """Sleep `seconds`, cut short when the incarnation dies. Returns False if it did."""
+        end = time.monotonic() + seconds
+        with self.lock:
+            while not self.dead(epoch):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return True
+                self.cond.wait(left)
+        return False
 
     @staticmethod
     def new_token():
@@ -351,13 +389,28 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked transfer, like the real server
 
     def setup(self):
+        st = STATE
         self.request.settimeout(None)
-        # TLS handshake happens here, in the connection's own thread, not in the accept loop.
-        self.request = self.server.ssl_ctx.wrap_socket(self.request, server_side=True)
+        with st.lock:
+            self.epoch = st.epoch
+            st.conns.add(self)
+            # A "connect" fault acts before TLS, on the raw connection.
+            self.connect_fault = self.take_fault(st, ("connect",))
+        if self.connect_fault is None:
+            # TLS handshake happens here, in the connection's own thread, not in the accept loop.
+            self.request = self.server.ssl_ctx.wrap_socket(self.request, server_side=True)
         super().setup()
 
     def handle(self):
         try:
+            if self.connect_fault and self.connect_fault.startswith("drip_tls_body"):
+                ms = int(self.connect_fault.partition(":")[2] or 1500)
+                self.rfile = self.wfile = DripTLS(self.request, self.server.ssl_ctx, ms, self.epoch)
+                self.log_req_raw("connection: fault=%s (TLS done, records after the response head dripped)"
+                                 % self.connect_fault)
+                return super().handle()
+            if self.connect_fault:
+                return self.drip_tls(self.connect_fault)
             super().handle()
         except (ResetConnection, ConnectionError, ssl.SSLError, OSError):
             self.close_connection = True
@@ -367,7 +420,40 @@ class Handler(BaseHTTPRequestHandler):
             super().finish()
         except OSError:
             pass
+        with STATE.lock:
+            STATE.conns.discard(self)
         self.connection.close()  # the server only holds the detached raw socket
+
+    def kill(self):
+        """What the kernel does to the connections of a killed apiserver: FIN, no TLS close_notify,
+        no terminating chunk. The handler's thread sees its socket fail and ends."""
+        try:
+            socket.socket.shutdown(self.request, socket.SHUT_RDWR)  # TCP level, past the TLS layer
+        except OSError:
+            pass
+
+    def drip_tls(self, fault):
+        """A peer that drips bytes [drip]: it reads the ClientHello, answers with the header of a
+        16 KiB handshake record, then sends one byte of it every <ms> (default 1500)."""
+        ms = int(fault.partition(":")[2] or 1500)
+        raw = self.request
+        raw.settimeout(10)
+        hello = raw.recv(65536)
+        self.auth, self.kind, self.command, self.path = "-", "connect", "TLS", "-"
+        self.log_req("DRIP", "fault=%s client_hello=%dB" % (fault, len(hello)))
+        raw.sendall(b"\x16\x03\x03\x40\x00")  # ContentType handshake, legacy version 3.3, length 16384
+        for _ in range(16384):
+            if not STATE.pause(self.epoch, ms / 1000.0):
+                break
+            raw.sendall(b"\x00")
+        raise ResetConnection()
+
+    def drip_write(self, data):
+        """Writes `data` one byte per TLS record, one every self.drip_ms [drip]."""
+        for i in range(len(data)):
+            self.wfile.write(data[i:i + 1])
+            if i + 1 < len(data) and not STATE.pause(self.epoch, self.drip_ms / 1000.0):
+                raise ResetConnection()
 
     def log_message(self, fmt, *args):  # silence the default access log; we log our own line
         pass
@@ -382,6 +468,10 @@ class Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
 
     # ---- plumbing ----
+    def log_req_raw(self, text):
+        sys.stderr.write("apiserver: %s\n" % text)
+        sys.stderr.flush()
+
     def log_req(self, status, note=""):
         sys.stderr.write("apiserver: %s %s auth=%s kind=%s -> %s%s\n" % (
             self.command, self.path, self.auth, self.kind, status, (" " + note) if note else ""))
@@ -401,7 +491,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            if self.drip_ms:
+                self.log_req(code, "dripping %d bytes, one every %dms" % (len(body), self.drip_ms))
+                self.drip_write(body)
+            else:
+                self.wfile.write(body)
         self.log_req(code, note)
 
     def reply_status(self, st, note=""):
@@ -425,6 +519,12 @@ class Handler(BaseHTTPRequestHandler):
         raise ResetConnection()
 
     def chunk(self, data):
+        if self.drip_ms:  # one byte per chunk, one chunk per TLS record
+            for i in range(len(data)):
+                if i and not STATE.pause(self.epoch, self.drip_ms / 1000.0):
+                    raise ResetConnection()
+                self.wfile.write(b"1\r\n%s\r\n" % data[i:i + 1])
+            return
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def end_chunks(self):
@@ -447,7 +547,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def dispatch(self):
         st = STATE
-        self.auth, self.kind, self.stream_fault = "-", "other", None
+        self.auth, self.kind, self.stream_fault, self.drip_ms = "-", "other", None, 0
         url = urlsplit(self.path)
         try:
             self.query = dict(parse_qsl(url.query, keep_blank_values=True))
@@ -478,13 +578,19 @@ class Handler(BaseHTTPRequestHandler):
                 self.auth = "old-accepted"
             else:
                 self.auth = "invalid"
-            fault = self.take_fault(st)
+            fault = self.take_fault(st, (self.kind, "any"))
+            initialising = time.monotonic() < st.init_until
             st.cond.notify_all()
         if fault and self.apply_fault(fault):
             return
         if self.auth not in ("valid", "old-accepted"):
             # Authentication precedes authorization: 401 with a Status body.
             return self.reply_status(status_obj(401, "Unauthorized"))
+        if initialising and self.kind in ("list", "watch", "list-pod", "watch-pod"):
+            # [restart] A restarted apiserver answers LIST/WATCH with 429 + Retry-After until its
+            # watch cache is initialised (ResilientWatchCacheInitialization, KEP-4568).
+            return self.reply_status(status_obj(429, "storage is (re)initializing", reason="TooManyRequests",
+                                                details={"retryAfterSeconds": 1}), "cache initialising")
         if r is None:
             return self.reply_status(status_obj(404, "the server could not find the requested resource",
                                                 details={}))
@@ -504,8 +610,8 @@ class Handler(BaseHTTPRequestHandler):
         except BadRequest as e:
             return self.reply_status(status_obj(400, str(e)))
 
-    def take_fault(self, st):
-        for kind in (self.kind, "any"):
+    def take_fault(self, st, kinds):
+        for kind in kinds:
             queue = st.faults.get(kind)
             if queue:
                 f = queue[0]
@@ -524,7 +630,9 @@ class Handler(BaseHTTPRequestHandler):
             return False
         if name == "hang":  # accept, never answer, keep the socket open
             self.log_req("HANG")
-            STATE.stopping.wait()
+            with STATE.lock:
+                while not STATE.dead(self.epoch):
+                    STATE.cond.wait()
             raise ResetConnection()
         if name == "status":
             code = int(arg or 500)
@@ -543,6 +651,9 @@ class Handler(BaseHTTPRequestHandler):
             return True
         if name in ("reset_mid_stream", "garbage_event"):
             self.stream_fault = name  # handled by serve_watch (ignored for non-watch requests)
+            return False
+        if name == "drip_body":  # the answer is right, but its body comes one byte at a time
+            self.drip_ms = int(arg or 1500)
             return False
         raise ValueError("unknown fault %r" % fault)
 
@@ -660,10 +771,12 @@ class Handler(BaseHTTPRequestHandler):
         stream_fault = self.stream_fault
         wid = object()
         with st.lock:
-            # [cacher] "too old resource version: %d (%d)" when RV < oldest retained (compaction point).
-            expired = start_rv is not None and start_rv < st.compacted_rv
+            # [cacher] "too old resource version: %d (%d)" when RV < oldest retained (compaction point,
+            # or where the watch cache of a restarted server starts [restart]).
+            oldest = max(st.compacted_rv, st.watch_floor_rv)
+            expired = start_rv is not None and start_rv < oldest
             if expired:
-                st_obj = status_obj(410, "too old resource version: %d (%d)" % (start_rv, st.compacted_rv),
+                st_obj = status_obj(410, "too old resource version: %d (%d)" % (start_rv, oldest),
                                     reason=st.config["expired_reason"])
             initial = []
             if start_rv is None or send_initial:
@@ -728,6 +841,9 @@ class Handler(BaseHTTPRequestHandler):
                         my_bm = st.bookmark_gen
                         next_bm = now + interval if interval > 0 else None
                         pending.append(self.bookmark_obj(resource, st.rv))
+                    if st.dead(self.epoch) and not st.stopping.is_set():
+                        end_reason = "killed"  # a restart: the socket is cut, nothing more is written
+                        break
                     if st.close_gen != my_close:
                         if st.close_error:
                             pending.append({"type": "ERROR", "object": st.close_error})
@@ -740,6 +856,9 @@ class Handler(BaseHTTPRequestHandler):
                         break
                     waits = [deadline - now] + ([next_bm - now] if next_bm and allow_bm else [])
                     st.cond.wait(max(0.0, min(waits)))
+            if end_reason == "killed":
+                self.log_req(200, "watch end: server killed")
+                return
             if stream_fault == "reset_mid_stream":
                 return self.reset_mid_stream(st, resource, ok, pending)
             for ev in pending:
@@ -767,6 +886,86 @@ class Handler(BaseHTTPRequestHandler):
         self.chunk(first)
         self.chunk(first[: len(first) // 2])
         self.rst("fault=reset_mid_stream")
+
+
+class DripTLS:
+    """Server-side TLS over MemoryBIOs, standing in for the handler's rfile and wfile [drip]: the
+    handshake and the first write (the response head) go out at full speed; every later TLS byte
+    (the body's records, each watch event) is sent alone, one every `ms`, so no record completes
+    within any per-read timeout the client may have."""
+
+    def __init__(self, raw, ctx, ms, epoch):
+        self.raw, self.ms, self.epoch, self.writes, self.buf = raw, ms, epoch, 0, b""
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.inc, self.out, server_side=True)
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.send(fast=True)
+                if not self.pump():
+                    raise ResetConnection()
+        self.send(fast=True)  # the last handshake flight and the session tickets
+
+    def pump(self):
+        d = self.raw.recv(65536)
+        if not d:
+            self.inc.write_eof()
+            return False
+        self.inc.write(d)
+        return True
+
+    def send(self, fast):
+        data = self.out.read()
+        if fast:
+            self.raw.sendall(data)
+            return
+        for i in range(len(data)):
+            if i and not STATE.pause(self.epoch, self.ms / 1000.0):
+                raise ResetConnection()
+            self.raw.sendall(data[i:i + 1])
+
+    def fill(self):
+        while True:
+            try:
+                self.buf += self.tls.read(65536)
+                return True
+            except ssl.SSLWantReadError:
+                if not self.pump():
+                    return False
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return False
+
+    def readline(self, limit=-1):
+        while b"\n" not in self.buf and (limit < 0 or len(self.buf) < limit) and self.fill():
+            pass
+        end = self.buf.find(b"\n") + 1 or len(self.buf)
+        if limit >= 0:
+            end = min(end, limit)
+        line, self.buf = self.buf[:end], self.buf[end:]
+        return line
+
+    def read(self, n=-1):
+        while (n < 0 or len(self.buf) < n) and self.fill():
+            pass
+        n = len(self.buf) if n < 0 else n
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def write(self, data):
+        self.tls.write(data)
+        self.writes += 1
+        self.send(fast=self.writes == 1)
+        return len(data)
+
+    closed = False
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
 
 
 class Server(ThreadingHTTPServer):
@@ -836,31 +1035,69 @@ def cmd_add_service(st, c):
         st.services[(ns, c["name"])] = svc
         for fam in families:
             for _ in range(int(c.get("slices", 1))):
-                name = "%s-%s" % (c["name"], "".join(random.choice(NAME_ALPHABET) for _ in range(5)))
-                now = rfc3339()
-                # Labels/owner/annotation as set by the EndpointSlice controller [eps].
-                labels = dict(c.get("labels", {}))
-                labels.update({"endpointslice.kubernetes.io/managed-by": MANAGED_BY,
-                               "kubernetes.io/service-name": c["name"]})
-                sl = {"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
-                      "metadata": {"name": name, "generateName": c["name"] + "-", "namespace": ns,
-                                   "uid": new_uid(), "resourceVersion": "", "generation": 1,
-                                   "creationTimestamp": now, "labels": labels,
-                                   "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": rfc3339nano()},
-                                   "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": c["name"],
-                                                        "uid": svc["uid"], "controller": True,
-                                                        "blockOwnerDeletion": True}],
-                                   "managedFields": [{"manager": "kube-controller-manager", "operation": "Update",
-                                                      "apiVersion": "discovery.k8s.io/v1", "time": now,
-                                                      "fieldsType": "FieldsV1",
-                                                      "fieldsV1": {"f:addressType": {}, "f:endpoints": {},
-                                                                   "f:ports": {}}}]},
-                      "addressType": fam,
-                      "endpoints": None,  # Go nil slice without omitempty: an empty slice is `null`
-                      "ports": copy.deepcopy(ports)}
-                svc["slices"].append(name)
+                sl = new_slice(svc, fam, ports, c.get("labels", {}))
+                svc["slices"].append(sl["metadata"]["name"])
                 st.put("endpointslices", sl, "ADDED")
         return {"uid": svc["uid"], "slices": list(svc["slices"])}
+
+
+def random_suffix():
+    return "".join(random.choice(NAME_ALPHABET) for _ in range(5))
+
+
+def new_slice(svc, fam, ports, extra_labels):
+    """An empty EndpointSlice of `svc` as the EndpointSlice controller creates it [eps]."""
+    now = rfc3339()
+    labels = dict(extra_labels)
+    labels.update({"endpointslice.kubernetes.io/managed-by": MANAGED_BY, "kubernetes.io/service-name": svc["name"]})
+    return {"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+            "metadata": {"name": "%s-%s" % (svc["name"], random_suffix()), "generateName": svc["name"] + "-",
+                         "namespace": svc["ns"], "uid": new_uid(), "resourceVersion": "", "generation": 1,
+                         "creationTimestamp": now, "labels": labels,
+                         "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": rfc3339nano()},
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": svc["name"],
+                                              "uid": svc["uid"], "controller": True, "blockOwnerDeletion": True}],
+                         "managedFields": [{"manager": "kube-controller-manager", "operation": "Update",
+                                            "apiVersion": "discovery.k8s.io/v1", "time": now, "fieldsType": "FieldsV1",
+                                            "fieldsV1": {"f:addressType": {}, "f:endpoints": {}, "f:ports": {}}}]},
+            "addressType": fam,
+            "endpoints": None,  # Go nil slice without omitempty: an empty slice is `null`
+            "ports": copy.deepcopy(ports)}
+
+
+def cmd_add_bulk(st, c):
+    """A big namespace: `services` Services with `endpoints` ready endpoints each, packed into
+    slices of at most `max_per_slice` (the controller's --max-endpoints-per-slice, default 100).
+    The endpoints name pods that have no Pod object here (only the slices matter); their IPs are
+    10.64.0.0/10 addresses, apart from the ones tests give their own pods."""
+    n_svc, per_svc = int(c.get("services", 1)), int(c.get("endpoints", 100))
+    per_slice, prefix = int(c.get("max_per_slice", 100)), c.get("prefix", "bulk")
+    ns = c.get("namespace", st.namespace)
+    ports = [{"name": "http", "protocol": "TCP", "port": 8080}]
+    made = 0
+    with st.lock:
+        for i in range(n_svc):
+            name = "%s-%d" % (prefix, i)
+            if (ns, name) in st.services:
+                raise ValueError("service %r exists" % name)
+            svc = {"ns": ns, "name": name, "uid": new_uid(), "publishNotReadyAddresses": False, "slices": []}
+            st.services[(ns, name)] = svc
+            for first in range(0, per_svc, per_slice):
+                sl = new_slice(svc, "IPv4", ports, {})
+                eps = []
+                for _ in range(min(per_slice, per_svc - first)):
+                    st.bulk_ips += 1
+                    ips = st.bulk_ips
+                    pod = "%s-%s-%s" % (name, random_suffix(), random_suffix())
+                    eps.append({"addresses": ["10.%d.%d.%d" % (64 + (ips >> 16), (ips >> 8) & 255, ips & 255)],
+                                "conditions": {"ready": True, "serving": True, "terminating": False},
+                                "targetRef": {"kind": "Pod", "namespace": ns, "name": pod, "uid": new_uid()},
+                                "nodeName": "node-%d" % (ips % 50), "zone": "zone-%s" % "abc"[ips % 3]})
+                sl["endpoints"] = eps
+                svc["slices"].append(sl["metadata"]["name"])
+                st.put("endpointslices", sl, "ADDED")
+                made += 1
+    return {"services": n_svc, "slices": made, "endpoints": n_svc * per_svc, "resourceVersion": str(st.rv)}
 
 
 def find_endpoints(st, c):
@@ -1033,11 +1270,15 @@ def cmd_rbac(st, c):
 
 def cmd_fault(st, c):
     kind = KIND_ALIASES.get(c["kind"], c["kind"])
-    if kind not in KINDS and kind != "any":
-        raise ValueError("unknown kind %r (one of %s, any)" % (c["kind"], ", ".join(KINDS)))
+    if kind not in KINDS and kind not in ("any", "connect"):
+        raise ValueError("unknown kind %r (one of %s, any, connect)" % (c["kind"], ", ".join(KINDS)))
     fault = c["fault"]
-    if fault.partition(":")[0] not in ("hang", "status", "reset", "garbage", "reset_mid_stream",
-                                       "garbage_event", "slow_headers"):
+    name = fault.partition(":")[0]
+    if (kind == "connect") != (name in ("drip_tls", "drip_tls_body")):
+        raise ValueError("fault %r does not go with kind %r (drip_tls and drip_tls_body are the connect faults)"
+                         % (fault, kind))
+    if name not in ("hang", "status", "reset", "garbage", "reset_mid_stream", "garbage_event", "slow_headers",
+                    "drip_tls", "drip_tls_body", "drip_body"):
         raise ValueError("unknown fault %r" % fault)
     count = int(c.get("count", 1))
     with st.lock:
@@ -1090,6 +1331,35 @@ def cmd_close_watches(st, c):
     # Reply once each of those streams has ended (bounded), so the caller can rely on it.
     closed = wait_until(st, lambda: not ids & set(st.watchers), int(c.get("timeout_ms", 5000)))
     return {"watchers": len(ids), "closed": closed}
+
+
+def cmd_restart(st, c):
+    """[restart] The apiserver process dies and comes back `gap_ms` later with the same state (etcd
+    keeps it): the listening socket closes (connects are refused), open connections are cut, and the
+    new incarnation's watch cache starts at the current RV, so watches from an older RV get 410. For
+    `init_429_ms` after coming back, LIST and WATCH answer 429 "storage is (re)initializing"
+    (Retry-After: 1). Replies once the server listens again."""
+    gap, init = int(c.get("gap_ms", 0)), int(c.get("init_429_ms", 0))
+    with st.lock:
+        st.epoch += 1
+        st.cond.notify_all()
+        old, conns = st.server, list(st.conns)
+    old.shutdown()  # stop accepting (the accept loop polls every 50 ms) ...
+    old.server_close()  # ... then close the port: connects are refused from now on
+    for h in conns:
+        h.kill()
+    down = time.monotonic()
+    sys.stderr.write("apiserver: killed (epoch %d): %d connections cut, down for %dms\n" % (st.epoch, len(conns), gap))
+    time.sleep(gap / 1000.0)  # the gap: nothing listens
+    with st.lock:
+        # The new process writes before it serves (its identity Lease in kube-system, the
+        # `kubernetes` Service endpoints): etcd's revision moves on, past every RV a client holds.
+        st.rv += 1
+        st.watch_floor_rv = st.rv
+        st.init_until = time.monotonic() + init / 1000.0
+    start_server(st, old.server_address[:2], type(old))
+    sys.stderr.write("apiserver: listening again (epoch %d), watch cache from rv %d\n" % (st.epoch, st.watch_floor_rv))
+    return {"resourceVersion": str(st.rv), "down_ms": int((time.monotonic() - down) * 1000), "epoch": st.epoch}
 
 
 def cmd_stats(st, c):
@@ -1204,6 +1474,14 @@ def make_certs(d):
     os.remove(p("server.ext"))
 
 
+def start_server(st, addr, cls):
+    srv = cls(addr, Handler)
+    srv.ssl_ctx = st.ssl_ctx
+    st.server = srv
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return srv
+
+
 def main():
     global STATE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -1219,9 +1497,8 @@ def main():
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(os.path.join(args.dir, "server.crt"), os.path.join(args.dir, "server.key"))
     ctx.set_alpn_protocols(["http/1.1"])
-    srv = (Server6 if args.ipv6 else Server)(("::1" if args.ipv6 else "127.0.0.1", 0), Handler)
-    srv.ssl_ctx = ctx
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    STATE.ssl_ctx = ctx
+    srv = start_server(STATE, ("::1" if args.ipv6 else "127.0.0.1", 0), Server6 if args.ipv6 else Server)
     sys.stdout.write("READY port=%d\n" % srv.server_address[1])
     sys.stdout.flush()
     sys.stderr.write("apiserver: listening on %s port %d, dir %s\n" % (srv.server_address[0], srv.server_address[1], args.dir))

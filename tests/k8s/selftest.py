@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from urllib.parse import quote
@@ -98,8 +99,9 @@ def raw_exchange(s, path):
         d = sock.recv(65536)
         if not d:
             inc.write_eof()
+            return False
         inc.write(d)
-        return bool(d)
+        return True
 
     try:
         while True:
@@ -584,6 +586,134 @@ def fault_slow_headers(s):
     t0 = time.monotonic()
     s.json(PODS + "/web-1")
     assert time.monotonic() - t0 < 0.3
+
+
+@test
+def fault_drip_tls(s):
+    setup_web(s)
+    s.ok(cmd="fault", kind="connect", fault="drip_tls:200", count=1)
+    assert s.cmd(cmd="fault", kind="connect", fault="hang")["ok"] is False  # only drip_tls acts on connects
+    # A real ClientHello from a memory BIO, then the raw bytes that come back.
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = s.ctx.wrap_bio(inc, out, server_hostname=s.host)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    sock = socket.create_connection((s.host, s.port), timeout=5)
+    sock.sendall(out.read())
+    t0 = time.monotonic()
+    got = b""
+    while len(got) < 7:
+        got += sock.recv(100)
+    assert got[:5] == b"\x16\x03\x03\x40\x00", got
+    assert time.monotonic() - t0 >= 0.3, "two bytes of the body took under 2 x 200 ms"
+    sock.close()
+    s.json(PODS + "/web-1", 200)  # count=1: the next connection is served
+    assert s.ok(cmd="stats")["counts"]["get-pod"] == 1  # a dripped connection is no request
+
+
+@test
+def fault_drip_tls_body(s):
+    setup_web(s)
+    s.ok(cmd="fault", kind="connect", fault="drip_tls_body:100", count=1)
+    c = s.conn(timeout=5)
+    t0 = time.monotonic()
+    c.request("GET", PODS + "/web-1", headers={"Authorization": "Bearer " + s.token})
+    r = c.getresponse()  # the head comes at full speed
+    assert r.status == 200 and time.monotonic() - t0 < 1.0
+    c.sock.settimeout(0.5)  # no record completes within 0.5 s: its bytes come one per 100 ms
+    try:
+        r.read(1)
+        raise AssertionError("a body byte arrived")
+    except (socket.timeout, TimeoutError):
+        pass
+    c.close()
+    assert s.json(PODS + "/web-1")["metadata"]["name"] == "web-1"  # count=1: the next one is served
+
+
+@test
+def fault_drip_body(s):
+    setup_web(s)
+    s.ok(cmd="fault", kind="get-pod", fault="drip_body:20")
+    t0 = time.monotonic()
+    pod = s.json(PODS + "/web-1")
+    assert pod["metadata"]["name"] == "web-1"
+    took = time.monotonic() - t0
+    body_len = len(json.dumps(pod, separators=(",", ":"))) + 1
+    assert took >= (body_len - 1) * 0.02 * 0.9, (took, body_len)
+    rv = s.json(SLICES + SEL)["metadata"]["resourceVersion"]
+    s.ok(cmd="fault", kind="watch", fault="drip_body:5")
+    c, r = s.watch(SLICES + SEL + "&watch=1&resourceVersion=" + rv)
+    s.ok(cmd="set_pod_ready", name="web-1", ready=False)
+    t0 = time.monotonic()
+    assert event(r)["type"] == "MODIFIED"  # one-byte chunks still make the event
+    assert time.monotonic() - t0 >= 0.5
+    c.close()
+
+
+@test
+def restart_with_gap(s):
+    setup_web(s)
+    rv = s.json(SLICES + SEL)["metadata"]["resourceVersion"]
+    cut = {}
+    t = threading.Thread(target=lambda: cut.update(r=raw_exchange(s, SLICES + SEL + "&watch=1&resourceVersion=" + rv)))
+    t.start()
+    s.ok(cmd="wait_watches", count=1)
+    s.proc.stdin.write(json.dumps({"cmd": "restart", "gap_ms": 700, "init_429_ms": 400}) + "\n")
+    s.proc.stdin.flush()
+    t.join(10)
+    # The open watch is cut: no terminating chunk, no TLS close_notify.
+    data, how = cut["r"]
+    assert data.startswith(b"HTTP/1.1 200 OK") and not data.endswith(b"0\r\n\r\n"), data
+    assert how in ("eof", "reset"), how
+    refused = False
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.5:
+        try:
+            socket.create_connection((s.host, s.port), timeout=1).close()
+        except ConnectionRefusedError:
+            refused = True
+            break
+    assert refused, "the port still accepts during the gap"
+    back = json.loads(s.proc.stdout.readline())
+    assert back["ok"] and back["down_ms"] >= 700, back
+    # The state survived; LIST and WATCH get 429 while the cache initialises; GET works.
+    assert s.json(PODS + "/web-1")["metadata"]["name"] == "web-1"
+    r, body = s.get(SLICES + SEL)
+    assert r.status == 429 and r.getheader("Retry-After") == "1", (r.status, body)
+    assert json.loads(body)["message"] == "storage is (re)initializing"
+    time.sleep(0.5)  # past init_429_ms: nothing to wait on, the server's clock decides
+    items = s.json(SLICES + SEL)["items"]
+    assert items[0]["endpoints"][0]["targetRef"]["name"] == "web-1"
+    # A watch from before the restart is too old for the new watch cache.
+    c, r = s.watch(SLICES + SEL + "&watch=1&resourceVersion=" + rv)
+    ev = event(r)
+    assert ev["type"] == "ERROR" and ev["object"]["code"] == 410, ev
+    c.close()
+    c, r = s.watch(SLICES + SEL + "&watch=1&resourceVersion=" + back["resourceVersion"])
+    s.ok(cmd="set_pod_ready", name="web-1", ready=False)
+    assert event(r)["type"] == "MODIFIED"
+    c.close()
+
+
+@test
+def bulk_namespace(s):
+    made = s.ok(cmd="add_bulk", services=120, endpoints=5)
+    assert (made["slices"], made["endpoints"]) == (120, 600), made
+    big = s.ok(cmd="add_bulk", services=1, endpoints=250, prefix="big")
+    assert big["slices"] == 3
+    page = s.json(SLICES + "?limit=100")
+    assert len(page["items"]) == 100 and page["metadata"]["continue"]
+    seen, pages = len(page["items"]), 1
+    while page["metadata"].get("continue"):
+        page = s.json(SLICES + "?limit=100&continue=" + quote(page["metadata"]["continue"], safe=""))
+        seen, pages = seen + len(page["items"]), pages + 1
+    assert (seen, pages) == (123, 2), (seen, pages)
+    sizes = sorted(len(i["endpoints"]) for i in s.json(SLICES + "?labelSelector=kubernetes.io%2Fservice-name%3Dbig-0")["items"])
+    assert sizes == [50, 100, 100], sizes
+    ips = [e["addresses"][0] for i in s.json(SLICES)["items"] for e in i["endpoints"]]
+    assert len(set(ips)) == 850 and not any(ip.startswith("10.0.0.") for ip in ips)
 
 
 @test

@@ -395,13 +395,34 @@ impl ApiServer {
     /// Inject `fault` into the next `count` requests of `kind` (`count == 0`: until cleared).
     /// kind: `list`, `watch`, `get-slice`, `get-pod` (alias `pod`), `list-pod`, `watch-pod`, `other`, `any`.
     /// fault: `hang`, `status:<code>`, `reset`, `garbage`, `reset_mid_stream`, `garbage_event`,
-    /// `slow_headers:<ms>`.
+    /// `slow_headers:<ms>`, `drip_body:<ms>` (the body, or each watch event, one byte every `ms`).
+    /// kind `connect` with fault `drip_tls:<ms>` acts on new connections before TLS: the server reads
+    /// the ClientHello, sends the header of a 16 KiB record and then one byte of it every `ms`.
     pub fn fault(&self, kind: &str, fault: &str, count: u32) {
         self.cmd_ok(json!({"cmd": "fault", "kind": kind, "fault": fault, "count": count}));
     }
 
     pub fn clear_faults(&self) {
         self.cmd_ok(json!({"cmd": "clear_faults"}));
+    }
+
+    /// A big namespace: `services` Services of `endpoints` ready endpoints each, at most 100 per
+    /// slice, for pods without Pod objects (addresses in 10.64.0.0/10). Returns the reply
+    /// (`slices`, `endpoints`).
+    pub fn add_bulk(&self, services: u32, endpoints: u32) -> Value {
+        self.cmd_ok(json!({"cmd": "add_bulk", "services": services, "endpoints": endpoints}))
+    }
+
+    // ---- restarts ----
+
+    /// The API server process dies (its port closes, open connections are cut without a clean
+    /// end) and comes back `gap` later with the same objects. Its new watch cache starts at the
+    /// current resourceVersion, so a watch from an older one gets 410; for `init_429` after coming
+    /// back, LIST and WATCH answer 429 "storage is (re)initializing" with Retry-After: 1.
+    /// Returns once the server listens again.
+    pub fn restart(&self, gap: Duration, init_429: Duration) -> Value {
+        self.cmd_ok(json!({"cmd": "restart", "gap_ms": gap.as_millis() as u64, "init_429_ms": init_429.as_millis() as u64,
+                           "timeout_ms": gap.as_millis() as u64}))
     }
 
     // ---- watch control ----

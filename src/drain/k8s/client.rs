@@ -12,18 +12,25 @@
 //!   `tls.rs` for the algorithms.
 //! * HTTP/1.1: ureq-proto (the sans-IO protocol crate under ureq) writes the
 //!   request and parses the response, including chunked bodies; this file
-//!   only moves bytes between it and the TLS stream, with a deadline on
-//!   every connect, write and read. One connection per request: a drain
-//!   makes three.
+//!   only moves bytes between it and the TLS stream. One connection per
+//!   request: a drain makes three.
+//! * Deadlines: every request has one absolute deadline for its head (and
+//!   one for its body), and every socket operation under rustls is bounded
+//!   by what is left of it (`Deadlined`), so a peer that drips bytes, each
+//!   within any per-read timeout, still cannot stretch a request. A host
+//!   name is resolved on a helper thread that is abandoned at the deadline
+//!   (getaddrinfo has no timeout).
+//! * Bodies are handed to the decoder as a stream, capped in size, never
+//!   read whole into memory (see `slices.rs`).
 //!
 //! Why not ureq itself: its agent (pool, proxies, middleware, resolver
 //! threads, TLS 1.2) cost ~240 KB of the static binary that this strategy
 //! does not need; the size budget is 2.5 MiB for everything.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
@@ -39,7 +46,8 @@ use crate::config::K8sConfig;
 /// The largest watch event (one JSON line) accepted: slices hold at most
 /// 1,000 endpoints, far below this.
 const MAX_EVENT: usize = 16 << 20;
-/// The largest list response read.
+/// The largest response body read (a LIST page of 500 slices of up to
+/// 1,000 endpoints each stays below it); it is decoded as it streams in.
 const MAX_BODY: usize = 64 << 20;
 /// Error bodies are short `metav1.Status` objects.
 const MAX_ERROR_BODY: usize = 64 << 10;
@@ -98,6 +106,8 @@ pub struct Client {
     port: u16,
     tls: Arc<ClientConfig>,
     token_file: PathBuf,
+    /// The host name lookup in flight, if any (see `addresses`).
+    lookup: Mutex<Option<Arc<Lookup>>>,
 }
 
 impl Client {
@@ -113,7 +123,7 @@ impl Client {
             .map_err(|e| ApiError::Setup(format!("TLS set-up: {e}")))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Client { base, host, port, tls: Arc::new(tls), token_file: cfg.token_file.clone() })
+        Ok(Client { base, host, port, tls: Arc::new(tls), token_file: cfg.token_file.clone(), lookup: Mutex::new(None) })
     }
 
     pub fn base(&self) -> &str {
@@ -135,17 +145,43 @@ impl Client {
         Ok(token.to_string())
     }
 
-    /// GET `path` with `query`; the whole exchange is over within `timeout`.
-    /// Returns the body of a 2xx answer.
-    pub fn get(&self, path: &str, query: &[(&str, String)], timeout: Duration) -> Result<Vec<u8>, ApiError> {
+    /// GET `path` with `query` and hand the body of a 2xx answer to
+    /// `decode` as it arrives; the whole exchange is over within `timeout`.
+    /// A decoder that fails because reading failed (timeout, reset, size
+    /// cap) reports that transport error, not a decoding one.
+    pub fn get<T>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        timeout: Duration,
+        decode: impl FnOnce(&mut dyn Read) -> Result<T, String>,
+    ) -> Result<T, ApiError> {
+        // The generic part is only this adapter; the exchange is compiled once.
+        let (mut decode, mut out) = (Some(decode), None);
+        self.get_dyn(path, query, timeout, &mut |body| {
+            out = decode.take().map(|d| d(body)).transpose()?;
+            Ok(())
+        })?;
+        out.ok_or_else(|| ApiError::Decode("no body decoded".into()))
+    }
+
+    fn get_dyn(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        timeout: Duration,
+        decode: &mut dyn FnMut(&mut dyn Read) -> Result<(), String>,
+    ) -> Result<(), ApiError> {
         let deadline = Instant::now() + timeout;
         let mut body = self.request(path, query, deadline, deadline)?;
-        let mut out = Vec::new();
-        let read = (&mut body).take(MAX_BODY as u64 + 1).read_to_end(&mut out).map_err(|e| io_error(&e))?;
-        if read > MAX_BODY {
-            return Err(ApiError::Decode(format!("response larger than {} MiB", MAX_BODY >> 20)));
+        let mut src = Capped { inner: &mut body, left: MAX_BODY, failed: None };
+        // serde_json reads a byte at a time: buffer in front of the TLS stream.
+        let decoded = decode(&mut BufReader::with_capacity(16 << 10, &mut src));
+        match (decoded, src.failed) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(ApiError::Decode(e)),
         }
-        Ok(out)
     }
 
     /// Starts a watch: the answer's headers must come within
@@ -179,7 +215,6 @@ impl Client {
         let mut call = Call::new(req).map_err(protocol)?.proceed();
         let mut out = vec![0u8; 16 << 10];
         let n = call.write(&mut out).map_err(protocol)?;
-        set_deadline(&stream.sock, headers_by)?;
         stream.write_all(&out[..n]).and_then(|()| stream.flush()).map_err(|e| io_error(&e))?;
         let mut call = match call.proceed().map_err(protocol)? {
             Some(SendRequestResult::RecvResponse(c)) => c,
@@ -200,7 +235,6 @@ impl Client {
             if input.len() > MAX_HEADERS {
                 return Err(ApiError::Transport("response headers too large".into()));
             }
-            set_deadline(&stream.sock, headers_by)?;
             let n = stream.read(&mut chunk).map_err(|e| io_error(&e))?;
             if n == 0 {
                 return Err(ApiError::Transport("connection closed before the response".into()));
@@ -220,7 +254,8 @@ impl Client {
             Some(RecvResponseResult::Redirect(_)) => return Err(ApiError::Transport(format!("unexpected redirect ({status})"))),
             None => return Err(ApiError::Transport("incomplete response".into())),
         };
-        let mut body = Body { stream, call, input, chunk, deadline: body_by };
+        stream.sock.by = body_by;
+        let mut body = Body { stream, call, input, chunk };
         if (200..300).contains(&status) {
             return Ok(body);
         }
@@ -229,10 +264,53 @@ impl Client {
         Err(status_error(status, retry_after, &bytes))
     }
 
-    fn connect(&self, by: Instant) -> Result<StreamOwned<ClientConnection, TcpStream>, ApiError> {
-        let addrs = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|e| ApiError::Transport(format!("cannot resolve {}: {e}", self.host)))?;
+    /// Where to connect: the host itself when it is an IP address (the
+    /// in-cluster case), else what the system resolver says by `by`.
+    /// getaddrinfo(3) cannot be given a timeout, so it runs on a helper
+    /// thread that is abandoned at the deadline (it ends when the resolver
+    /// gives up). A lookup still running when the next request comes is
+    /// waited for again rather than repeated: a resolver that never answers
+    /// costs one thread, not one per retry.
+    fn addresses(&self, by: Instant) -> Result<Vec<SocketAddr>, ApiError> {
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        let lookup = {
+            let mut slot = self.lookup.lock().unwrap_or_else(PoisonError::into_inner);
+            match slot.as_ref() {
+                Some(running) if running.answer.lock().unwrap_or_else(PoisonError::into_inner).is_none() => running.clone(),
+                _ => {
+                    let new = Arc::new(Lookup::default());
+                    let (job, host, port) = (new.clone(), self.host.clone(), self.port);
+                    std::thread::Builder::new()
+                        .name("dns".into())
+                        .stack_size(256 << 10)
+                        .spawn(move || {
+                            let answer = (host.as_str(), port).to_socket_addrs().map(Iterator::collect).map_err(|e| e.to_string());
+                            *job.answer.lock().unwrap_or_else(PoisonError::into_inner) = Some(answer);
+                            job.ready.notify_all();
+                        })
+                        .map_err(|e| ApiError::Transport(format!("cannot resolve {}: no thread for the lookup: {e}", self.host)))?;
+                    *slot = Some(new.clone());
+                    new
+                }
+            }
+        };
+        let mut answer = lookup.answer.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(done) = answer.as_ref() {
+                return done.clone().map_err(|e| ApiError::Transport(format!("cannot resolve {}: {e}", self.host)));
+            }
+            let left = by.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ApiError::Transport(format!("timed out resolving {}", self.host)));
+            }
+            answer = lookup.ready.wait_timeout(answer, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    fn connect(&self, by: Instant) -> Result<StreamOwned<ClientConnection, Deadlined>, ApiError> {
+        let addrs = self.addresses(by)?;
         let mut last = ApiError::Transport(format!("no address for {}", self.host));
         let mut sock = None;
         for addr in addrs {
@@ -252,27 +330,121 @@ impl Client {
         let _ = sock.set_nodelay(true);
         let name = ServerName::try_from(self.host.clone()).map_err(|e| ApiError::Setup(format!("bad host {:?}: {e}", self.host)))?;
         let conn = ClientConnection::new(self.tls.clone(), name).map_err(|e| ApiError::Setup(format!("TLS: {e}")))?;
-        let mut stream = StreamOwned::new(conn, sock);
+        let mut stream = StreamOwned::new(conn, Deadlined { sock, by });
         while stream.conn.is_handshaking() {
-            set_deadline(&stream.sock, by)?;
             stream.conn.complete_io(&mut stream.sock).map_err(|e| io_error(&e))?;
         }
         Ok(stream)
     }
 }
 
-/// A response body, decoded by ureq-proto (chunked or sized), read with a
-/// deadline. Reads return 0 at its end.
+/// One host name lookup: its answer, once there.
+#[derive(Default)]
+struct Lookup {
+    answer: Mutex<Option<Result<Vec<SocketAddr>, String>>>,
+    ready: Condvar,
+}
+
+/// The API server's socket, under rustls: every read and write ends by
+/// `by`. The receive and send timeouts are set to what is left before each
+/// call, so the deadline holds however the bytes trickle in (rustls reads a
+/// TLS record with as many calls as it takes).
+struct Deadlined {
+    sock: TcpStream,
+    by: Instant,
+}
+
+impl Deadlined {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.by.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        Ok(left)
+    }
+}
+
+/// A blocking call ended by its socket timeout reports WouldBlock (EAGAIN).
+fn timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::ErrorKind::TimedOut.into()
+    } else {
+        e
+    }
+}
+
+impl Read for Deadlined {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            self.sock.set_read_timeout(Some(self.left()?))?;
+            match self.sock.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other.map_err(timed_out),
+            }
+        }
+    }
+}
+
+impl Write for Deadlined {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            self.sock.set_write_timeout(Some(self.left()?))?;
+            match self.sock.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other.map_err(timed_out),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A body as the decoder sees it: at most `left` more bytes, and the
+/// transport error that ended reading remembered, so that it is reported
+/// as what it is (the decoder only sees that reading failed).
+struct Capped<'a> {
+    inner: &'a mut Body,
+    left: usize,
+    failed: Option<ApiError>,
+}
+
+impl Read for Capped<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 && !buf.is_empty() {
+            // One byte more tells a body of exactly the cap from a larger one.
+            if self.inner.read(&mut [0u8])? == 0 {
+                return Ok(0);
+            }
+            self.failed = Some(ApiError::Decode(format!("response larger than {} MiB", MAX_BODY >> 20)));
+            return Err(io::Error::other("response too large"));
+        }
+        let n = buf.len().min(self.left);
+        match self.inner.read(&mut buf[..n]) {
+            Ok(got) => {
+                self.left -= got;
+                Ok(got)
+            }
+            Err(e) => {
+                self.failed = Some(io_error(&e));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A response body, decoded by ureq-proto (chunked or sized), read by the
+/// socket's deadline. Reads return 0 at its end.
 pub struct Body {
-    stream: StreamOwned<ClientConnection, TcpStream>,
+    stream: StreamOwned<ClientConnection, Deadlined>,
     call: Option<Call<RecvBody>>,
     input: Vec<u8>,
     chunk: Vec<u8>,
-    deadline: Instant,
 }
 
 impl Read for Body {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
             return Ok(0);
         }
@@ -280,7 +452,7 @@ impl Read for Body {
             let Some(call) = self.call.as_mut() else { return Ok(0) };
             if !self.input.is_empty() {
                 let (used, produced) =
-                    call.read(&self.input, out).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+                    call.read(&self.input, out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 self.input.drain(..used);
                 if produced > 0 {
                     return Ok(produced);
@@ -290,23 +462,18 @@ impl Read for Body {
                 self.call = None;
                 return Ok(0);
             }
-            set_deadline(&self.stream.sock, self.deadline).map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
+            // Bytes the decoder keeps without producing anything are framing
+            // (a chunk header): a peer cannot make that grow without bound.
+            if self.input.len() > MAX_HEADERS {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed chunked body"));
+            }
             let n = self.stream.read(&mut self.chunk)?;
             if n == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
             }
             self.input.extend_from_slice(&self.chunk[..n]);
         }
     }
-}
-
-/// Blocking reads and writes on `sock` end at `by`.
-fn set_deadline(sock: &TcpStream, by: Instant) -> Result<(), ApiError> {
-    let left = by.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(ApiError::Transport("timed out".into()));
-    }
-    sock.set_read_timeout(Some(left)).and_then(|()| sock.set_write_timeout(Some(left))).map_err(|e| io_error(&e))
 }
 
 /// `host` and `port` of `https://host:port`, brackets removed.

@@ -3,19 +3,25 @@
 //! consumers that lag the API (kube-proxy, ingress controllers).
 //!
 //! One drain costs O(1) requests: GET the own Pod (its `deletionTimestamp`
-//! is the kubelet's SIGKILL time), LIST the EndpointSlices once, WATCH from
-//! that list's resourceVersion (kubernetes.io, "API Concepts": list, then
-//! watch; re-list on 410 Gone). Polling at `--poll-interval` is only the
-//! fallback when watching is forbidden or the server keeps ending watches.
+//! and `deletionGracePeriodSeconds` give the kubelet's SIGKILL time), LIST
+//! the EndpointSlices once, WATCH from that list's resourceVersion
+//! (kubernetes.io, "API Concepts": list, then watch; re-list on 410 Gone).
+//! Polling at `--poll-interval` is only the fallback when watching is
+//! forbidden or the server keeps ending watches.
 //!
-//! Faults never cost the deadline: every request has a timeout within the
-//! remaining budget, and any fault (unreachable, TLS, 401/403, 404, 5xx, a
-//! hang, malformed JSON, a watch cut three times in a row) ends in one
-//! `Outcome::Fallback` whose reason `drain::run` logs once before the fixed
-//! `--drain-delay`.
+//! Faults never cost the deadline, and never end the observation early:
+//! every request has a deadline within the remaining budget; a fault that
+//! retrying cannot mend (401, 403, a wrong pod name) falls back at once; any
+//! other (unreachable, a restart, TLS, 5xx, 429, a hang, a dripping peer,
+//! malformed JSON, a cut watch) is retried with backoff (a cut watch is
+//! first resumed, else list again, then watch) until the observation works
+//! again or the fixed `--drain-delay` is over, and then ends in one
+//! `Outcome::Fallback` whose reason `drain::run` logs. So an API server
+//! restart shorter than the fallback delay costs nothing: the flip is seen
+//! when the API is back.
 //!
-//! Layout: `client` (HTTPS, auth, timeouts), `slices` (decoding and the
-//! pure "gone" evaluation), `identity` (pod name, namespace, IPs),
+//! Layout: `client` (HTTPS, auth, deadlines), `slices` (streaming decoding
+//! and the pure "gone" evaluation), `identity` (pod name, namespace, IPs),
 //! `rfc3339` (timestamps), `tls` (the cut-down rustls crypto provider).
 
 mod client;
@@ -32,7 +38,7 @@ use tracing::{debug, info, warn};
 
 use self::client::{ApiError, Client};
 use self::identity::{Identity, Sources};
-use self::slices::{decode_event, decode_list, decode_pod, label_selector, EndpointSliceList, Event, Me, Tracker};
+use self::slices::{decode_event, decode_list_from, decode_pod_from, label_selector, Event, Listing, Me, Tracker};
 use super::{delay::sleep_until, Ctx, Outcome};
 use crate::config::DrainConfig;
 
@@ -42,22 +48,26 @@ const REQUEST_TIMEOUT_MAX: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT_MIN: Duration = Duration::from_secs(2);
 /// Startup check: all its requests together.
 const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Broken watches (cut, garbage, 5xx, no answer) per drain before the
-/// strategy gives up: the first two are resumed from the last
-/// resourceVersion.
-const WATCH_FAILURES: u32 = 3;
 /// Watches per drain (clean ends included) before switching to polling:
 /// keeps the request count O(1) against a server or proxy that keeps
 /// ending watches.
 const MAX_WATCHES: u32 = 10;
 /// 410 Gone re-lists per drain before switching to polling.
 const MAX_RELISTS: u32 = 5;
-/// Polls that failed in a row before the strategy gives up.
-const POLL_ATTEMPTS: u32 = 2;
 /// 429 Too Many Requests (API Priority and Fairness) retries per request.
 const THROTTLE_RETRIES: u32 = 3;
 /// List page size (kube-rs's watcher uses 500 too).
 const PAGE_SIZE: &str = "500";
+/// The pause after the first fault of a drain; it doubles with each fault...
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+/// ...up to this, less a random part of up to half, so that the pods that
+/// lost the API together do not come back to it in step.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Fewer than this left before the fallback ends: no further try.
+const LAST_TRY: Duration = Duration::from_millis(100);
+/// A watch that broke after it was open is resumed for at least this long,
+/// even past the end of the fallback delay: the API was there a moment ago.
+const RESUME_GRACE: Duration = Duration::from_secs(2);
 
 /// Startup check: configuration present, TLS good, listing EndpointSlices
 /// allowed. One line saying what to do when not.
@@ -71,13 +81,12 @@ pub fn preflight(cfg: &DrainConfig) -> Result<(), String> {
     if let Some(sel) = label_selector(&k.services) {
         query.push(("labelSelector", sel));
     }
-    let listed = client
-        .get(&slices_path(&id.namespace), &query, left())
-        .and_then(|body| decode_list(&body).map_err(ApiError::Decode))
+    let (listed_rv, _) = client
+        .get(&slices_path(&id.namespace), &query, left(), |r| decode_list_from(r, &mut |_| ()))
         .map_err(|e| format!("k8s drain: {}", explain_list(&e, &id.namespace, &client)))?;
     // Reading the own pod is optional (the exact deadline), but a 404 means
     // the name is wrong, and then no endpoint would ever be recognised.
-    let pod = match client.get(&pod_path(&id), &[], left()) {
+    let pod = match client.get(&pod_path(&id), &[], left(), decode_pod_from) {
         Ok(_) => "readable",
         Err(e) if e.code() == Some(404) => {
             return Err(format!(
@@ -95,7 +104,7 @@ pub fn preflight(cfg: &DrainConfig) -> Result<(), String> {
         ips = %join(&id.ips),
         ips_from = id.ips_from,
         api = client.base(),
-        listed_rv = %listed.resource_version,
+        listed_rv = %listed_rv,
         own_pod = pod,
         "k8s drain ready: EndpointSlices can be listed"
     );
@@ -121,6 +130,11 @@ pub fn wait(ctx: &Ctx) -> Outcome {
         id,
         client,
         not_deleted: false,
+        faults: 0,
+        outage: false,
+        blind_until: None,
+        first_fault: None,
+        last_fault: String::new(),
     };
     drain.run()
 }
@@ -134,6 +148,46 @@ struct Drain<'a> {
     selector: Option<String>,
     /// The pod object was read and has no deletionTimestamp.
     not_deleted: bool,
+    /// Transient faults in this drain: the backoff grows with them.
+    faults: u32,
+    /// Since the last transient fault, nothing has come through.
+    outage: bool,
+    /// Set by the first transient fault: until then the drain keeps trying,
+    /// then it falls back (the fallback delay's end, or the deadline).
+    blind_until: Option<Instant>,
+    /// When that was.
+    first_fault: Option<Instant>,
+    /// What failed last.
+    last_fault: String,
+}
+
+/// Why a step failed.
+enum Fault {
+    /// Retrying cannot help (identity, permission, a rejected token, a
+    /// request the server calls bad): fall back at once.
+    Fatal(String),
+    /// Unreachable, slow, restarting, throttled, or nonsense: try again.
+    Transient(String),
+}
+
+/// 4xx answers are final, except 408 (timeout) and 429 (throttled); 410
+/// is handled where it can come (watch, continue token).
+fn classify(e: &ApiError, line: String) -> Fault {
+    match e {
+        ApiError::Setup(_) => Fault::Fatal(line),
+        ApiError::Status { code, .. } if (400..500).contains(code) && !matches!(code, 408 | 429) => Fault::Fatal(line),
+        _ => Fault::Transient(line),
+    }
+}
+
+/// The drain's next request.
+#[derive(Clone, Copy, PartialEq)]
+enum Step {
+    Pod,
+    /// The first LIST: it decides whether there is anything to wait for.
+    FirstList,
+    List,
+    Watch,
 }
 
 /// How one watch request ended.
@@ -146,17 +200,105 @@ enum WatchEnd {
     Expired,
     /// 403/405 on watch: poll instead.
     Forbidden(String),
-    Failed(String),
+    /// The watch could not be opened.
+    Failed(Fault),
+    /// The watch was open and broke (cut, garbage, an ERROR event).
+    Broke(String),
 }
 
 impl Drain<'_> {
     fn run(&mut self) -> Outcome {
-        if let Err(why) = self.read_own_pod() {
-            return Outcome::Fallback(why);
+        let (mut step, mut watches, mut relists) = (Step::Pod, 0u32, 0u32);
+        loop {
+            let now = Instant::now();
+            if now >= self.ctx.bounded_until() {
+                return self.timed_out();
+            }
+            if self.outage && self.end().saturating_duration_since(now) < LAST_TRY {
+                return self.give_up();
+            }
+            let failed = match step {
+                Step::Pod => match self.read_own_pod() {
+                    Ok(()) => {
+                        step = Step::FirstList;
+                        continue;
+                    }
+                    Err(f) => f,
+                },
+                Step::FirstList | Step::List => {
+                    let blind = self.outage;
+                    match self.list() {
+                        Ok(()) if step == Step::FirstList => match self.first_look(blind) {
+                            Some(outcome) => return outcome,
+                            None => {
+                                step = Step::Watch;
+                                continue;
+                            }
+                        },
+                        Ok(()) if self.tracker.summary().gone() => return self.finish(None, blind),
+                        Ok(()) => {
+                            step = Step::Watch;
+                            continue;
+                        }
+                        Err(f) => f,
+                    }
+                }
+                Step::Watch => {
+                    // Watches that were open count (those that could not be
+                    // opened are paced by the backoff).
+                    if watches >= MAX_WATCHES {
+                        return self.poll(&format!("the API server ended {MAX_WATCHES} watches"));
+                    }
+                    match self.watch_once() {
+                        WatchEnd::Gone(slice) => return self.finish(slice, false),
+                        WatchEnd::Ended => {
+                            watches += 1;
+                            debug!(rv = %self.tracker.rv, "watch ended: watching again");
+                            continue;
+                        }
+                        WatchEnd::Expired => {
+                            relists += 1;
+                            if relists > MAX_RELISTS {
+                                return self.poll("the watch expired (410 Gone) too often");
+                            }
+                            info!(rv = %self.tracker.rv, "watch expired (410 Gone): listing again");
+                            step = Step::List;
+                            continue;
+                        }
+                        WatchEnd::Forbidden(why) => return self.poll(&why),
+                        WatchEnd::Failed(f) => {
+                            // Not even open (the server is away, slow or
+                            // failing): list again, then watch from the new
+                            // list, which shows what changed meanwhile.
+                            step = Step::List;
+                            f
+                        }
+                        WatchEnd::Broke(why) => {
+                            // A watch that was open and broke is resumed from
+                            // the last resourceVersion (one request).
+                            watches += 1;
+                            if let Some(outcome) = self.fault(why, true) {
+                                return outcome;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            match failed {
+                Fault::Fatal(why) => return Outcome::Fallback(why),
+                Fault::Transient(why) => {
+                    if let Some(outcome) = self.fault(why, false) {
+                        return outcome;
+                    }
+                }
+            }
         }
-        if let Err(why) = self.list() {
-            return Outcome::Fallback(why);
-        }
+    }
+
+    /// After the first LIST: is there anything to wait for? None: watch.
+    /// `blind`: that LIST ended an outage (see `finish`).
+    fn first_look(&mut self, blind: bool) -> Option<Outcome> {
         let s = self.tracker.summary();
         if s.entries == 0 {
             info!(
@@ -165,7 +307,7 @@ impl Drain<'_> {
                 slices_listed = self.tracker.listed,
                 "pod is in no Service: nothing to drain"
             );
-            return Outcome::Done("pod is in no Service: nothing to drain".into());
+            return Some(Outcome::Done("pod is in no Service: nothing to drain".into()));
         }
         info!(
             services = %self.tracker.services(),
@@ -176,28 +318,83 @@ impl Drain<'_> {
             "endpoints of this pod found: waiting until they are out of service"
         );
         if s.gone() {
-            return self.finish(None);
+            return Some(self.finish(None, blind));
         }
         if self.not_deleted {
-            return Outcome::Fallback(format!(
+            return Some(Outcome::Fallback(format!(
                 "pod {} is not being deleted (no deletionTimestamp: a liveness-probe restart, a kubelet eviction or a node shutdown), so its endpoint will not flip by itself",
                 self.me.name
-            ));
+            )));
         }
-        self.watch_loop()
+        None
     }
 
-    /// GET the own Pod: its deletionTimestamp is the kubelet's SIGKILL time
-    /// (ObjectMeta.DeletionTimestamp, k8s.io/apimachinery types.go). Without
-    /// one, this stop is a container restart (liveness/startup probe), a
-    /// kubelet eviction or a node shutdown: the endpoint will not flip by
-    /// itself (those do not set a deletionTimestamp).
-    fn read_own_pod(&mut self) -> Result<(), String> {
-        // (Sets `not_deleted`: whether that is so is decided after the LIST,
-        // since a pod in no Service needs no drain whatever stopped it.)
+    /// A transient fault: wait (backoff) before the next try, or, when the
+    /// time for trying is over, the outcome. `watch_broke`: an open watch
+    /// broke (see RESUME_GRACE).
+    fn fault(&mut self, why: String, watch_broke: bool) -> Option<Outcome> {
+        let now = Instant::now();
+        self.faults += 1;
+        let new_outage = !self.outage;
+        self.outage = true;
+        let bounded = self.ctx.bounded_until();
+        let fallback = self.ctx.started.checked_add(self.ctx.cfg.delay).unwrap_or(bounded);
+        let blind_until = *self.blind_until.get_or_insert_with(|| {
+            let grace = if watch_broke { now.checked_add(RESUME_GRACE).unwrap_or(bounded) } else { fallback };
+            fallback.max(grace).min(bounded)
+        });
+        self.first_fault.get_or_insert(now);
+        self.last_fault = why;
+        let left = blind_until.saturating_duration_since(now);
+        if left < LAST_TRY {
+            return Some(self.give_up());
+        }
+        let pause = backoff(self.faults).min(left / 2);
+        let (why, attempt, retry_in_ms, gives_up_in_ms) = (&self.last_fault, self.faults, pause.as_millis(), left.as_millis());
+        if watch_broke {
+            warn!(error = %why, attempt, retry_in_ms, gives_up_in_ms, rv = %self.tracker.rv, "watch broke: resuming from the last resourceVersion");
+        } else if new_outage {
+            warn!(error = %why, attempt, retry_in_ms, gives_up_in_ms, "cannot observe the endpoint right now: trying again until the fallback delay ends");
+        } else {
+            debug!(error = %why, attempt, retry_in_ms, gives_up_in_ms, "cannot observe the endpoint right now: trying again until the fallback delay ends");
+        }
+        sleep_until(now + pause);
+        None
+    }
+
+    /// The time for trying is over: fall back, saying what failed last.
+    fn give_up(&self) -> Outcome {
+        let tried = self.first_fault.map_or(0, |t| t.elapsed().as_millis());
+        let n = self.faults;
+        Outcome::Fallback(format!("{} (still failing after {n} attempts in {tried}ms)", self.last_fault))
+    }
+
+    /// An answer came through: the outage, if any, is over.
+    fn observing(&mut self) {
+        self.outage = false;
+    }
+
+    /// When the current try must be over: the drain's bound, or, during an
+    /// outage, the end of the time for trying.
+    fn end(&self) -> Instant {
+        let bounded = self.ctx.bounded_until();
+        match self.blind_until {
+            Some(blind) if self.outage => blind.min(bounded),
+            _ => bounded,
+        }
+    }
+
+    /// GET the own Pod: `deletionTimestamp` and `deletionGracePeriodSeconds`
+    /// give the kubelet's SIGKILL time (see `rfc3339::kill_deadline`).
+    /// Without a deletionTimestamp, this stop is a container restart
+    /// (liveness/startup probe), a kubelet eviction or a node shutdown: the
+    /// endpoint will not flip by itself (those do not set one).
+    fn read_own_pod(&mut self) -> Result<(), Fault> {
+        // (Sets `not_deleted`: whether that matters is decided after the
+        // LIST, since a pod in no Service needs no drain whatever stopped it.)
         let path = pod_path(&self.id);
-        let body = match self.call(|c, t| c.get(&path, &[], t)) {
-            Ok(b) => b,
+        let pod = match self.call(|c, t| c.get(&path, &[], t, decode_pod_from)) {
+            Ok(pod) => pod,
             Err(e) if e.code() == Some(403) => {
                 info!(
                     pod = %self.me.name,
@@ -206,14 +403,17 @@ impl Drain<'_> {
                 return Ok(());
             }
             Err(e) if e.code() == Some(404) => {
-                return Err(format!(
+                return Err(Fault::Fatal(format!(
                     "pod {:?} (from {}) not found in namespace {}: set POD_NAME from the Downward API",
                     self.me.name, self.id.name_from, self.me.namespace
-                ))
+                )))
             }
-            Err(e) => return Err(explain(&e, &format!("cannot get pod {}/{}", self.me.namespace, self.me.name), &self.client)),
+            Err(e) => {
+                let line = explain(&e, &format!("cannot get pod {}/{}", self.me.namespace, self.me.name), &self.client);
+                return Err(classify(&e, line));
+            }
         };
-        let pod = decode_pod(&body)?;
+        self.observing();
         if !pod.uid.is_empty() {
             self.me.uid = Some(pod.uid.clone());
         }
@@ -227,14 +427,13 @@ impl Drain<'_> {
             self.ctx.not_deleting();
             return Ok(());
         };
-        match rfc3339::parse(ts) {
-            Some(at) => {
-                let (now_wall, now) = (SystemTime::now(), Instant::now());
-                let deadline = rfc3339::to_instant(at, now_wall, now);
+        let (now_wall, now) = (SystemTime::now(), Instant::now());
+        match rfc3339::kill_deadline(ts, pod.deletion_grace_period_seconds, self.ctx.started, now_wall, now) {
+            Some(deadline) => {
                 info!(
                     deletion_timestamp = ts,
                     grace_s = pod.deletion_grace_period_seconds.unwrap_or(-1),
-                    kill_in_ms = rfc3339::millis_between(now_wall, at),
+                    kill_in_ms = deadline.saturating_duration_since(now).as_millis(),
                     "pod is being deleted"
                 );
                 self.ctx.hard_deadline(deadline);
@@ -245,14 +444,14 @@ impl Drain<'_> {
     }
 
     /// LIST every EndpointSlice (of the selected Services), page by page,
-    /// and start tracking from it. `resourceVersion=0` lets the API server
-    /// answer from its watch cache; the watch that follows starts at the
-    /// list's resourceVersion, so nothing after it is missed.
-    fn list(&mut self) -> Result<(), String> {
+    /// and start tracking from it. Each page is decoded as it streams in and
+    /// only this pod's entries are kept. `resourceVersion=0` lets the API
+    /// server answer from its watch cache; the watch that follows starts at
+    /// the list's resourceVersion, so nothing after it is missed.
+    fn list(&mut self) -> Result<(), Fault> {
         let path = slices_path(&self.me.namespace);
-        let mut all = EndpointSliceList::default();
-        let mut token = String::new();
-        let mut restarted = false;
+        let mut all = Listing::default();
+        let (mut rv, mut token, mut restarted) = (String::new(), String::new(), false);
         loop {
             let mut query = vec![("limit", PAGE_SIZE.to_string())];
             if let Some(sel) = &self.selector {
@@ -263,75 +462,40 @@ impl Drain<'_> {
             } else {
                 query.push(("continue", token.clone()));
             }
-            let page = match self.call(|c, t| c.get(&path, &query, t)) {
+            let (tracker, me) = (&self.tracker, &self.me);
+            let page = self.call(|c, t| {
+                c.get(&path, &query, t, |body| {
+                    let mut page = Listing::default();
+                    let (rv, next) = decode_list_from(body, &mut |slice| tracker.add(&mut page, me, &slice))?;
+                    Ok((page, rv, next))
+                })
+            });
+            let (page, page_rv, next) = match page {
                 // An expired continue token: start over once.
                 Err(e) if e.code() == Some(410) && !token.is_empty() && !restarted => {
                     restarted = true;
                     token.clear();
-                    all = EndpointSliceList::default();
+                    all = Listing::default();
                     continue;
                 }
-                Err(e) => return Err(explain_list(&e, &self.me.namespace, &self.client)),
-                Ok(body) => decode_list(&body)?,
+                Err(e) => return Err(classify(&e, explain_list(&e, &self.me.namespace, &self.client))),
+                Ok(page) => page,
             };
             if token.is_empty() {
-                all.resource_version = page.resource_version.clone();
+                rv = page_rv;
             }
-            all.items.extend(page.items);
-            if page.continue_token.is_empty() {
+            all.extend(page);
+            if next.is_empty() {
                 break;
             }
-            token = page.continue_token;
+            token = next;
         }
-        if all.resource_version.is_empty() {
-            return Err("the EndpointSlice list carries no resourceVersion".into());
+        if rv.is_empty() {
+            return Err(Fault::Transient("the EndpointSlice list carries no resourceVersion".into()));
         }
-        self.tracker.reset(&self.me, &all);
+        self.tracker.take(all, rv);
+        self.observing();
         Ok(())
-    }
-
-    fn watch_loop(&mut self) -> Outcome {
-        let (mut failures, mut watches, mut relists) = (0u32, 0u32, 0u32);
-        loop {
-            if Instant::now() >= self.ctx.bounded_until() {
-                return self.timed_out();
-            }
-            if watches >= MAX_WATCHES {
-                return self.poll(&format!("the API server ended {MAX_WATCHES} watches"));
-            }
-            watches += 1;
-            match self.watch_once() {
-                WatchEnd::Gone(slice) => return self.finish(slice),
-                WatchEnd::Ended => debug!(rv = %self.tracker.rv, "watch ended: watching again"),
-                WatchEnd::Expired => {
-                    relists += 1;
-                    if relists > MAX_RELISTS {
-                        return self.poll("the watch expired (410 Gone) too often");
-                    }
-                    info!(rv = %self.tracker.rv, "watch expired (410 Gone): listing again");
-                    if let Err(why) = self.list() {
-                        return Outcome::Fallback(why);
-                    }
-                    if self.tracker.summary().gone() {
-                        return self.finish(None);
-                    }
-                }
-                WatchEnd::Forbidden(why) => return self.poll(&why),
-                WatchEnd::Failed(why) => {
-                    // Counted per drain, not per streak: a drain lasts
-                    // seconds, and a watch path that broke three times in
-                    // it is not to be trusted (even if events got through).
-                    failures += 1;
-                    if failures >= WATCH_FAILURES {
-                        return Outcome::Fallback(format!("the EndpointSlice watch failed {failures} times: {why}"));
-                    }
-                    warn!(error = %why, attempt = failures, rv = %self.tracker.rv, "watch broke: resuming from the last resourceVersion");
-                    // A short pause, so a failing server is not hammered.
-                    let pause = Duration::from_millis(200 * u64::from(failures));
-                    sleep_until(Instant::now().checked_add(pause).map_or(self.ctx.bounded_until(), |t| t.min(self.ctx.bounded_until())));
-                }
-            }
-        }
     }
 
     /// One watch request from the tracker's resourceVersion, read until it
@@ -357,26 +521,30 @@ impl Drain<'_> {
                 return match e.code() {
                     Some(410) => WatchEnd::Expired,
                     Some(403) | Some(405) => WatchEnd::Forbidden(format!("watching endpointslices is not allowed ({e})")),
-                    _ => WatchEnd::Failed(e.to_string()),
+                    _ => {
+                        let line = explain(&e, &format!("cannot watch endpointslices in namespace {}", self.me.namespace), &self.client);
+                        WatchEnd::Failed(classify(&e, line))
+                    }
                 }
             }
         };
+        self.observing();
         loop {
             let line = match stream.next_line() {
                 Ok(Some(line)) => line,
                 Ok(None) => return WatchEnd::Ended,
                 Err(_) if Instant::now() >= until => return WatchEnd::Ended,
-                Err(e) => return WatchEnd::Failed(e.to_string()),
+                Err(e) => return WatchEnd::Broke(format!("the EndpointSlice watch broke: {e}")),
             };
             let event = match decode_event(&line) {
                 Ok(ev) => ev,
-                Err(e) => return WatchEnd::Failed(e),
+                Err(e) => return WatchEnd::Broke(format!("the EndpointSlice watch broke: {e}")),
             };
             if let Event::Error(st) = &event {
                 if st.code == 410 || st.reason == "Expired" || st.reason == "Gone" {
                     return WatchEnd::Expired;
                 }
-                return WatchEnd::Failed(format!("ERROR event {} {}: {}", st.code, st.reason, st.message));
+                return WatchEnd::Broke(format!("the EndpointSlice watch broke: ERROR event {} {}: {}", st.code, st.reason, st.message));
             }
             let before = self.tracker.summary();
             let Some(slice) = self.tracker.apply(&self.me, &event) else { continue };
@@ -400,20 +568,20 @@ impl Drain<'_> {
     fn poll(&mut self, why: &str) -> Outcome {
         let interval = self.ctx.cfg.poll_interval;
         warn!(reason = why, interval_ms = interval.as_millis(), "cannot watch the EndpointSlices: polling");
-        let mut failures = 0;
         loop {
             let until = self.ctx.bounded_until();
             sleep_until(Instant::now().checked_add(interval).map_or(until, |t| t.min(until)));
             if Instant::now() >= until {
                 return self.timed_out();
             }
+            let blind = self.outage;
             match self.list() {
-                Ok(()) if self.tracker.summary().gone() => return self.finish(None),
-                Ok(()) => failures = 0,
-                Err(e) => {
-                    failures += 1;
-                    if failures >= POLL_ATTEMPTS {
-                        return Outcome::Fallback(format!("polling failed {failures} times in a row: {e}"));
+                Ok(()) if self.tracker.summary().gone() => return self.finish(None, blind),
+                Ok(()) => {}
+                Err(Fault::Fatal(why)) => return Outcome::Fallback(why),
+                Err(Fault::Transient(why)) => {
+                    if let Some(outcome) = self.fault(why, false) {
+                        return outcome;
                     }
                 }
             }
@@ -422,8 +590,11 @@ impl Drain<'_> {
 
     /// Our endpoint is out of service everywhere: log it, give consumers
     /// `--propagation-delay` (unless the traffic strategy follows, which
-    /// observes the real end of traffic), done.
-    fn finish(&self, slice: Option<String>) -> Outcome {
+    /// observes the real end of traffic), done. `blind`: the flip was first
+    /// seen by the list that ended an outage, so it happened while lastcall
+    /// could not see it, and the drain still ends by the fallback delay's
+    /// end (the earlier of that and the flip plus the propagation delay).
+    fn finish(&self, slice: Option<String>, blind: bool) -> Outcome {
         let s = self.tracker.summary();
         let after = self.ctx.started.elapsed();
         let trigger = slice.as_deref().and_then(|n| self.tracker.trigger_time(n));
@@ -447,11 +618,18 @@ impl Drain<'_> {
             return Outcome::Done(format!("{seen}; no propagation delay"));
         }
         let start = Instant::now();
-        let end = start.checked_add(want).map_or(self.ctx.until(), |t| t.min(self.ctx.until()));
+        let mut end = start.checked_add(want).map_or(self.ctx.until(), |t| t.min(self.ctx.until()));
+        let mut cut = " (cut short by the deadline)";
+        if let Some(blind_until) = self.blind_until.filter(|_| blind) {
+            if blind_until < end {
+                end = blind_until.max(start);
+                cut = " (cut short by the end of the fallback delay)";
+            }
+        }
         info!(delay_ms = want.as_millis(), "waiting --propagation-delay for kube-proxy and load balancers to catch up");
         sleep_until(end);
         let waited = end.saturating_duration_since(start);
-        let cut = if waited < want { " (cut short by the deadline)" } else { "" };
+        let cut = if waited < want { cut } else { "" };
         Outcome::Done(format!("{seen}; waited propagation delay {}{cut}", human(waited)))
     }
 
@@ -467,11 +645,12 @@ impl Drain<'_> {
 
     /// The time one GET/LIST (or a watch's headers) may take: no later than
     /// the fixed fallback would end anyway (so a hanging API server costs
-    /// nothing over `--drain-delay`), within [2 s, 5 s], and never past the
-    /// budget. None when no budget is left.
+    /// nothing over `--drain-delay`), within [2 s, 5 s], never past the
+    /// budget, and, during an outage, never past the time for trying. None
+    /// when no time is left.
     fn request_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
-        let left = self.ctx.bounded_until().saturating_duration_since(now);
+        let left = self.end().saturating_duration_since(now);
         if left.is_zero() {
             return None;
         }
@@ -481,8 +660,9 @@ impl Drain<'_> {
     }
 
     /// One request with its timeout, retried after 429 Too Many Requests
-    /// (API Priority and Fairness) as long as the budget allows.
-    fn call(&self, f: impl Fn(&Client, Duration) -> Result<Vec<u8>, ApiError>) -> Result<Vec<u8>, ApiError> {
+    /// (API Priority and Fairness, or a restarted server filling its watch
+    /// cache) as long as the time allows.
+    fn call<T>(&self, f: impl Fn(&Client, Duration) -> Result<T, ApiError>) -> Result<T, ApiError> {
         let mut retries = 0;
         loop {
             let Some(timeout) = self.request_timeout() else {
@@ -491,8 +671,8 @@ impl Drain<'_> {
             match f(&self.client, timeout) {
                 Err(ApiError::Status { code: 429, retry_after, .. }) if retries < THROTTLE_RETRIES => {
                     let pause = retry_after.unwrap_or(Duration::from_secs(1)).clamp(Duration::from_millis(100), Duration::from_secs(5));
-                    let resume = Instant::now().checked_add(pause).unwrap_or(self.ctx.bounded_until());
-                    if resume >= self.ctx.bounded_until() {
+                    let resume = Instant::now().checked_add(pause).unwrap_or(self.end());
+                    if resume >= self.end() {
                         return Err(ApiError::Transport("throttled (429) and no time left to retry".into()));
                     }
                     info!(retry_in_ms = pause.as_millis(), "API server is busy (429 Too Many Requests): retrying");
@@ -503,6 +683,17 @@ impl Drain<'_> {
             }
         }
     }
+}
+
+/// The pause before try number `n + 1` (n ≥ 1): BACKOFF_FIRST doubled per
+/// fault up to BACKOFF_MAX, less a random part of up to half.
+fn backoff(n: u32) -> Duration {
+    let full = BACKOFF_FIRST.saturating_mul(1 << n.saturating_sub(1).min(16)).min(BACKOFF_MAX);
+    let mut r = [0u8; 2];
+    // SAFETY: the pointer and length describe `r`, which is writable.
+    let got = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), libc::GRND_NONBLOCK) };
+    let fraction = if got == 2 { f64::from(u16::from_ne_bytes(r)) / f64::from(u16::MAX) } else { 0.0 };
+    full.mul_f64(1.0 - fraction / 2.0)
 }
 
 fn slices_path(namespace: &str) -> String {
@@ -552,6 +743,37 @@ fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter() {
+        let ms = Duration::from_millis;
+        for (n, full) in [(1, ms(250)), (2, ms(500)), (3, ms(1000)), (4, ms(2000)), (5, ms(2000)), (40, ms(2000))] {
+            for _ in 0..20 {
+                let b = backoff(n);
+                assert!(b <= full && b >= full / 2, "try {n}: {b:?} outside [{:?}, {full:?}]", full / 2);
+            }
+        }
+    }
+
+    #[test]
+    fn faults_that_retrying_cannot_mend() {
+        let status = |code| ApiError::Status { code, reason: String::new(), message: String::new(), retry_after: None };
+        for (e, fatal) in [
+            (status(401), true),
+            (status(403), true),
+            (status(404), true),
+            (status(400), true),
+            (status(408), false),
+            (status(429), false),
+            (status(500), false),
+            (status(503), false),
+            (ApiError::Transport("connection refused".into()), false),
+            (ApiError::Decode("malformed".into()), false),
+            (ApiError::Setup("no token".into()), true),
+        ] {
+            assert_eq!(matches!(classify(&e, String::new()), Fault::Fatal(_)), fatal, "{e:?}");
+        }
+    }
 
     #[test]
     fn human_durations() {

@@ -8,7 +8,42 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::rfc3339;
-use super::slices::{decode_event, decode_list, decode_pod, decode_status, Event, Me, Tracker};
+use super::slices::{decode_event, decode_list, decode_list_from, decode_pod, decode_status, Event, Me, Tracker};
+
+/// A slice as the reference reads it: name, resourceVersion, Service, and
+/// per endpoint its addresses, conditions and targetRef.
+type RefSlice = (String, String, String, Vec<(Vec<String>, [Option<bool>; 3], Option<[String; 4]>)>);
+
+/// The reference decoding: the fields the strategy uses, read from a
+/// generic JSON tree (how the decoders were first written), to check the
+/// streaming decoders against. Missing and `null` are the same; names of a
+/// wrong type read as empty.
+fn reference_list(bytes: &[u8]) -> Option<Vec<RefSlice>> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let null = Value::Null;
+    let items = v.get("items").unwrap_or(&null);
+    let items: &[Value] = if items.is_null() { &[] } else { items.as_array()? };
+    let mut out = Vec::new();
+    for it in items {
+        let meta = it.get("metadata").unwrap_or(&null);
+        let labels = meta.get("labels").unwrap_or(&null);
+        let eps = it.get("endpoints").unwrap_or(&null);
+        let eps: &[Value] = if eps.is_null() { &[] } else { eps.as_array()? };
+        let mut endpoints = Vec::new();
+        for ep in eps {
+            let c = ep.get("conditions").unwrap_or(&null);
+            let flag = |k: &str| c.get(k).and_then(Value::as_bool);
+            let addrs =
+                ep.get("addresses").and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect());
+            let r = ep.get("targetRef").filter(|r| r.is_object());
+            let r = r.map(|r| [text(r, "kind"), text(r, "namespace"), text(r, "name"), text(r, "uid")]);
+            endpoints.push((addrs.unwrap_or_default(), [flag("ready"), flag("serving"), flag("terminating")], r));
+        }
+        out.push((text(meta, "name"), text(meta, "resourceVersion"), text(labels, "kubernetes.io/service-name"), endpoints));
+    }
+    Some(out)
+}
 
 /// Any JSON value, nested a few levels (keys drawn from the field names the
 /// decoders look at, so the fuzzing reaches past the top level).
@@ -70,9 +105,10 @@ fn tri() -> impl Strategy<Value = Option<Option<bool>>> {
     prop_oneof![Just(None), Just(Some(None)), Just(Some(Some(true))), Just(Some(Some(false)))]
 }
 
-/// One endpoint: ours (by name, uid or IP) or someone else's.
+/// One endpoint: ours (by name, uid or IP) or someone else's (another pod
+/// with our IP included: targetRef wins).
 fn endpoint() -> impl Strategy<Value = (Value, bool, bool)> {
-    (0..5u8, tri(), tri(), tri()).prop_map(|(who, ready, serving, terminating)| {
+    (0..6u8, tri(), tri(), tri()).prop_map(|(who, ready, serving, terminating)| {
         let mut cond = serde_json::Map::new();
         for (k, v) in [("ready", ready), ("serving", serving), ("terminating", terminating)] {
             if let Some(v) = v {
@@ -84,6 +120,7 @@ fn endpoint() -> impl Strategy<Value = (Value, bool, bool)> {
             1 => (json!({"addresses": ["10.0.0.9"], "targetRef": {"kind": "Pod", "name": "x", "uid": "uid-web-1"}}), true),
             2 => (json!({"addresses": ["10.0.0.5"]}), true),
             3 => (json!({"addresses": ["10.0.0.6"], "targetRef": {"kind": "Pod", "name": "web-2"}}), false),
+            4 => (json!({"addresses": ["10.0.0.5"], "targetRef": {"kind": "Pod", "name": "web-2", "uid": "uid-web-2"}}), false),
             _ => (json!({"addresses": ["10.0.0.9"], "targetRef": {"kind": "Node", "name": "web-1", "namespace": "other"}}), false),
         };
         let mut ep = ep;
@@ -136,6 +173,33 @@ proptest! {
                 let _ = t.summary().gone();
             }
         }
+    }
+
+    /// The streaming decoder reads well-formed lists (with fields it does
+    /// not know, nulls, any key order) exactly as the reference does, and
+    /// streaming a list slice by slice gives the same slices as decoding it
+    /// whole.
+    #[test]
+    fn streaming_decode_matches_the_reference(slices in prop::collection::vec(slice(), 0..4), extra in any_json(), rv in 0..1000u64) {
+        let items: Vec<Value> = slices.iter().enumerate().map(|(i, (n, eps))| {
+            let mut s = slice_json(n, i as u64, eps);
+            s["unknownField"] = extra.clone();
+            s["metadata"]["managedFields"] = extra.clone();
+            s
+        }).collect();
+        let doc = json!({"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1", "extra": extra,
+                         "items": items, "metadata": {"resourceVersion": rv.to_string(), "continue": "tok"}}).to_string();
+        let want = reference_list(doc.as_bytes()).expect("the reference reads it");
+        let list = decode_list(doc.as_bytes()).expect("the decoder reads it");
+        prop_assert_eq!((list.resource_version.clone(), list.continue_token.clone()), (rv.to_string(), "tok".to_string()));
+        let got: Vec<_> = list.items.iter().map(|s| (s.name.clone(), s.resource_version.clone(), s.service.clone(),
+            s.endpoints.iter().map(|e| (e.addresses.clone(), [e.conditions.ready, e.conditions.serving, e.conditions.terminating],
+                e.target_ref.as_ref().map(|r| [r.kind.clone(), r.namespace.clone(), r.name.clone(), r.uid.clone()]))).collect::<Vec<_>>())).collect();
+        prop_assert_eq!(got, want);
+        let mut streamed = Vec::new();
+        let meta = decode_list_from(&mut doc.as_bytes(), &mut |s| streamed.push(s)).unwrap();
+        prop_assert_eq!(meta, (rv.to_string(), "tok".to_string()));
+        prop_assert_eq!(streamed, list.items);
     }
 
     #[test]

@@ -17,9 +17,12 @@
 //! `publishNotReadyAddresses` `ready` stays true: only `terminating` tells.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::marker::PhantomData;
 use std::net::IpAddr;
 
-use serde_json::Value;
+use serde_core::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// The label that ties a slice to its Service (discovery/v1).
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -27,6 +30,8 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// or Service change that caused it happened (RFC3339Nano).
 pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
+/// A whole list (tests and fuzzing; the drain streams pages instead).
+#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct EndpointSliceList {
     pub resource_version: String,
@@ -106,123 +111,582 @@ pub enum Event {
     Error(Status),
 }
 
-// Small accessors over serde_json's `Value`. A missing field and `null`
-// are the same (Go's nil); a field of the wrong type is an error where the
-// decision depends on it (conditions, lists), and "empty" for names.
+// Decoding: serde visitors over a streaming JSON reader that keep only the
+// fields above (everything else is skipped without being stored), so a LIST
+// page is never held whole in memory; each slice is handed on as soon as it
+// is decoded (`decode_list_from`). Every decoder is a pure function over
+// bytes (or a reader) for tests and fuzzing. A missing field and `null` are
+// the same (Go's nil); a field of the wrong type is an error.
 
-fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
-    v.get(key).unwrap_or(&Value::Null)
+/// One JSON deserializer type for every decoder: one copy of the code.
+type Json<'r> = serde_json::Deserializer<serde_json::de::IoRead<&'r mut dyn Read>>;
+
+/// A JSON object with a few known fields: `FIELDS[i]` is handed to `field`
+/// with index `i`; any other key is skipped.
+trait Object: Default {
+    const FIELDS: &'static [&'static str];
+    const WHAT: &'static str;
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error>;
 }
 
-fn text(v: &Value, key: &str) -> String {
-    field(v, key).as_str().unwrap_or_default().to_string()
+/// Deserializes an `Object`; `null` gives its default (Go's nil).
+struct Obj<T>(PhantomData<T>);
+
+fn obj<T>() -> Obj<T> {
+    Obj(PhantomData)
 }
 
-fn list<'a>(v: &'a Value, key: &str) -> Result<&'a [Value], String> {
-    match field(v, key) {
-        Value::Null => Ok(&[]),
-        Value::Array(a) => Ok(a),
-        _ => Err(format!("{key} is not a list")),
+// Each seed asks for the JSON type it wants (`deserialize_map`, `_str`,
+// ...) behind `deserialize_option` for `null`, rather than taking any type
+// (`deserialize_any`): less code per seed, and a wrong type is an error.
+
+impl<'de, T: Object> DeserializeSeed<'de> for Obj<T> {
+    type Value = T;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_option(self)
     }
 }
 
-fn flag(v: &Value, key: &str) -> Result<Option<bool>, String> {
-    match field(v, key) {
-        Value::Null => Ok(None),
-        Value::Bool(b) => Ok(Some(*b)),
-        _ => Err(format!("conditions.{key} is not a boolean")),
+impl<'de, T: Object> Visitor<'de> for Obj<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} (a JSON object)", T::WHAT)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut out = T::default();
+        while let Some(key) = map.next_key_seed(Key(T::FIELDS))? {
+            match key {
+                Some(i) => out.field(i, &mut map)?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
-fn object<'a>(v: &'a Value, what: &str) -> Result<&'a Value, String> {
-    if v.is_object() {
-        Ok(v)
-    } else {
-        Err(format!("{what} is not a JSON object"))
+/// An object key, matched against the known names without allocating.
+struct Key(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Option<usize>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
     }
 }
 
-fn parse(bytes: &[u8], what: &str) -> Result<Value, String> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed {what}: {e}"))?;
-    object(&v, what)?;
-    Ok(v)
-}
-
-fn slice_from(v: &Value) -> Result<EndpointSlice, String> {
-    let meta = field(object(v, "EndpointSlice")?, "metadata");
-    let mut endpoints = Vec::new();
-    for ep in list(v, "endpoints")? {
-        let ep = object(ep, "endpoint")?;
-        let c = field(ep, "conditions");
-        let r = field(ep, "targetRef");
-        endpoints.push(Endpoint {
-            addresses: list(ep, "addresses")?.iter().filter_map(|a| a.as_str().map(String::from)).collect(),
-            conditions: Conditions { ready: flag(c, "ready")?, serving: flag(c, "serving")?, terminating: flag(c, "terminating")? },
-            target_ref: r.is_object().then(|| ObjectReference {
-                kind: text(r, "kind"),
-                namespace: text(r, "namespace"),
-                name: text(r, "name"),
-                uid: text(r, "uid"),
-            }),
-        });
+impl<'de> Visitor<'de> for Key {
+    type Value = Option<usize>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
     }
-    Ok(EndpointSlice {
-        name: text(meta, "name"),
-        resource_version: text(meta, "resourceVersion"),
-        service: text(field(meta, "labels"), SERVICE_NAME_LABEL),
-        trigger_time: field(field(meta, "annotations"), TRIGGER_TIME_ANNOTATION).as_str().map(String::from),
-        endpoints,
-    })
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.iter().position(|&name| name == v))
+    }
 }
 
-pub fn decode_list(bytes: &[u8]) -> Result<EndpointSliceList, String> {
-    let v = parse(bytes, "EndpointSliceList")?;
-    let meta = field(&v, "metadata");
-    let items = list(&v, "items")?.iter().map(slice_from).collect::<Result<_, _>>();
-    Ok(EndpointSliceList {
-        resource_version: text(meta, "resourceVersion"),
-        continue_token: text(meta, "continue"),
-        items: items.map_err(|e| format!("malformed EndpointSliceList: {e}"))?,
-    })
+/// A string, or `null` (empty).
+struct Text;
+
+impl<'de> DeserializeSeed<'de> for Text {
+    type Value = String;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_option(self)
+    }
 }
 
-pub fn decode_pod(bytes: &[u8]) -> Result<Pod, String> {
-    let v = parse(bytes, "Pod")?;
-    let meta = field(&v, "metadata");
-    let status = field(&v, "status");
-    let ips = std::iter::once(field(status, "podIP"))
-        .chain(list(status, "podIPs").unwrap_or_default().iter().map(|p| field(p, "ip")))
-        .filter_map(Value::as_str);
-    Ok(Pod {
-        uid: text(meta, "uid"),
-        deletion_timestamp: field(meta, "deletionTimestamp").as_str().map(String::from),
-        deletion_grace_period_seconds: field(meta, "deletionGracePeriodSeconds").as_i64(),
-        ips: super::identity::parse_ips(ips),
-    })
+impl<'de> Visitor<'de> for Text {
+    type Value = String;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<String, E> {
+        Ok(String::new())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_string())
+    }
 }
 
-fn status_from(v: &Value) -> Status {
-    Status { message: text(v, "message"), reason: text(v, "reason"), code: field(v, "code").as_i64().unwrap_or(0) }
+/// A string that may be absent or `null` (None), kept as such.
+struct MaybeText;
+
+impl<'de> DeserializeSeed<'de> for MaybeText {
+    type Value = Option<String>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MaybeText {
+    type Value = Option<String>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Option<String>, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_str(self)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<String>, E> {
+        Ok(Some(v.to_string()))
+    }
+}
+
+/// A boolean, or `null` (None: its meaning differs per field).
+struct Flag;
+
+impl<'de> DeserializeSeed<'de> for Flag {
+    type Value = Option<bool>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<bool>, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Flag {
+    type Value = Option<bool>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a boolean")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Option<bool>, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<bool>, D::Error> {
+        d.deserialize_bool(self)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Option<bool>, E> {
+        Ok(Some(v))
+    }
+}
+
+/// An integer, or `null` (None).
+struct Int;
+
+impl<'de> DeserializeSeed<'de> for Int {
+    type Value = Option<i64>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Int {
+    type Value = Option<i64>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an integer")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Option<i64>, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+        d.deserialize_i64(self)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<i64>, E> {
+        Ok(Some(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<i64>, E> {
+        i64::try_from(v).map(Some).map_err(|_| E::custom("integer out of range"))
+    }
+}
+
+/// A JSON array, each element decoded by a fresh `S` and handed to `each`;
+/// `null` is an empty array.
+struct Each<S, F>(fn() -> S, F);
+
+impl<'de, S: DeserializeSeed<'de>, F: FnMut(S::Value)> DeserializeSeed<'de> for Each<S, F> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>, F: FnMut(S::Value)> Visitor<'de> for Each<S, F> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Each(seed, mut each) = self;
+        while let Some(v) = seq.next_element_seed(seed())? {
+            each(v);
+        }
+        Ok(())
+    }
+}
+
+/// A JSON array (or `null`) into a Vec.
+fn list<'de, S: DeserializeSeed<'de>, A: MapAccess<'de>>(map: &mut A, seed: fn() -> S) -> Result<Vec<S::Value>, A::Error> {
+    let mut out = Vec::new();
+    map.next_value_seed(Each(seed, |v| out.push(v)))?;
+    Ok(out)
+}
+
+/// Decodes one JSON document from `r` with `decode`, which must read the
+/// top-level object (not `null`): then only whitespace may follow.
+fn document<T>(r: &mut dyn Read, what: &str, decode: impl FnOnce(&mut Json) -> Result<T, serde_json::Error>) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_reader(r);
+    decode(&mut de).and_then(|v| de.end().map(|()| v)).map_err(|e| format!("malformed {what}: {e}"))
+}
+
+/// Top-level objects must be objects: `null` there is no Kubernetes answer.
+fn top<T: Object>(de: &mut Json) -> Result<T, serde_json::Error> {
+    de.deserialize_map(obj::<T>())
+}
+
+impl Object for EndpointSlice {
+    const FIELDS: &'static [&'static str] = &["metadata", "endpoints"];
+    const WHAT: &'static str = "EndpointSlice";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        match i {
+            0 => {
+                let m: SliceMeta = map.next_value_seed(obj())?;
+                (self.name, self.resource_version, self.service, self.trigger_time) =
+                    (m.name, m.resource_version, m.labels.0, m.annotations.0);
+            }
+            _ => self.endpoints = list(map, obj::<Endpoint>)?,
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct SliceMeta {
+    name: String,
+    resource_version: String,
+    labels: ServiceLabel,
+    annotations: TriggerTime,
+}
+
+impl Object for SliceMeta {
+    const FIELDS: &'static [&'static str] = &["name", "resourceVersion", "labels", "annotations"];
+    const WHAT: &'static str = "metadata";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        match i {
+            0 => self.name = map.next_value_seed(Text)?,
+            1 => self.resource_version = map.next_value_seed(Text)?,
+            2 => self.labels = map.next_value_seed(obj())?,
+            _ => self.annotations = map.next_value_seed(obj())?,
+        }
+        Ok(())
+    }
+}
+
+/// The one label read: `kubernetes.io/service-name`.
+#[derive(Default)]
+struct ServiceLabel(String);
+
+impl Object for ServiceLabel {
+    const FIELDS: &'static [&'static str] = &[SERVICE_NAME_LABEL];
+    const WHAT: &'static str = "labels";
+    fn field<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
+        self.0 = map.next_value_seed(Text)?;
+        Ok(())
+    }
+}
+
+/// The one annotation read: the controller's last-change-trigger-time.
+#[derive(Default)]
+struct TriggerTime(Option<String>);
+
+impl Object for TriggerTime {
+    const FIELDS: &'static [&'static str] = &[TRIGGER_TIME_ANNOTATION];
+    const WHAT: &'static str = "annotations";
+    fn field<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
+        self.0 = map.next_value_seed(MaybeText)?;
+        Ok(())
+    }
+}
+
+impl Object for Endpoint {
+    const FIELDS: &'static [&'static str] = &["addresses", "conditions", "targetRef"];
+    const WHAT: &'static str = "endpoint";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        match i {
+            0 => self.addresses = list(map, || Text)?,
+            1 => self.conditions = map.next_value_seed(obj())?,
+            _ => self.target_ref = map.next_value_seed(MaybeObj(obj::<ObjectReference>()))?,
+        }
+        Ok(())
+    }
+}
+
+impl Object for Conditions {
+    const FIELDS: &'static [&'static str] = &["ready", "serving", "terminating"];
+    const WHAT: &'static str = "conditions";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        let v = map.next_value_seed(Flag)?;
+        match i {
+            0 => self.ready = v,
+            1 => self.serving = v,
+            _ => self.terminating = v,
+        }
+        Ok(())
+    }
+}
+
+impl Object for ObjectReference {
+    const FIELDS: &'static [&'static str] = &["kind", "namespace", "name", "uid"];
+    const WHAT: &'static str = "targetRef";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        let v = map.next_value_seed(Text)?;
+        match i {
+            0 => self.kind = v,
+            1 => self.namespace = v,
+            2 => self.name = v,
+            _ => self.uid = v,
+        }
+        Ok(())
+    }
+}
+
+/// An object that may be absent or `null` (None), kept as such.
+struct MaybeObj<T>(Obj<T>);
+
+impl<'de, T: Object> DeserializeSeed<'de> for MaybeObj<T> {
+    type Value = Option<T>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, T: Object> Visitor<'de> for MaybeObj<T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.0.expecting(f)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_map(self.0).map(Some)
+    }
+}
+
+/// `metadata` of a list.
+#[derive(Default)]
+struct ListMeta {
+    resource_version: String,
+    continue_token: String,
+}
+
+impl Object for ListMeta {
+    const FIELDS: &'static [&'static str] = &["resourceVersion", "continue"];
+    const WHAT: &'static str = "metadata";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        let v = map.next_value_seed(Text)?;
+        match i {
+            0 => self.resource_version = v,
+            _ => self.continue_token = v,
+        }
+        Ok(())
+    }
+}
+
+/// An EndpointSliceList whose items go to a callback as they are decoded.
+struct ListVisitor<'f>(&'f mut dyn FnMut(EndpointSlice));
+
+impl<'de> Visitor<'de> for ListVisitor<'_> {
+    type Value = ListMeta;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an EndpointSliceList (a JSON object)")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ListMeta, A::Error> {
+        let mut meta = ListMeta::default();
+        while let Some(key) = map.next_key_seed(Key(&["metadata", "items"]))? {
+            match key {
+                Some(0) => meta = map.next_value_seed(obj())?,
+                Some(_) => map.next_value_seed(Each(obj::<EndpointSlice>, &mut *self.0))?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(meta)
+    }
+}
+
+/// Streams one EndpointSliceList page from `r`: each slice goes to `each`
+/// as soon as it is decoded, so only one is held at a time. Returns the
+/// list's resourceVersion and continue token.
+pub fn decode_list_from(r: &mut dyn Read, each: &mut dyn FnMut(EndpointSlice)) -> Result<(String, String), String> {
+    let meta = document(r, "EndpointSliceList", |de| de.deserialize_map(ListVisitor(each)))?;
+    Ok((meta.resource_version, meta.continue_token))
+}
+
+/// A whole EndpointSliceList (tests and fuzzing; the drain streams).
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn decode_list(mut bytes: &[u8]) -> Result<EndpointSliceList, String> {
+    let mut items = Vec::new();
+    let (resource_version, continue_token) = decode_list_from(&mut bytes, &mut |s| items.push(s))?;
+    Ok(EndpointSliceList { resource_version, continue_token, items })
+}
+
+impl Object for Pod {
+    const FIELDS: &'static [&'static str] = &["metadata", "status"];
+    const WHAT: &'static str = "Pod";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        match i {
+            0 => {
+                let m: PodMeta = map.next_value_seed(obj())?;
+                (self.uid, self.deletion_timestamp, self.deletion_grace_period_seconds) = (m.uid, m.deletion_timestamp, m.grace);
+            }
+            _ => {
+                let st: PodStatus = map.next_value_seed(obj())?;
+                let ips = st.pod_ip.iter().chain(&st.pod_ips).map(String::as_str);
+                self.ips = super::identity::parse_ips(ips);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct PodMeta {
+    uid: String,
+    deletion_timestamp: Option<String>,
+    grace: Option<i64>,
+}
+
+impl Object for PodMeta {
+    const FIELDS: &'static [&'static str] = &["uid", "deletionTimestamp", "deletionGracePeriodSeconds"];
+    const WHAT: &'static str = "metadata";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        match i {
+            0 => self.uid = map.next_value_seed(Text)?,
+            1 => self.deletion_timestamp = map.next_value_seed(MaybeText)?,
+            _ => self.grace = map.next_value_seed(Int)?,
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct PodStatus {
+    pod_ip: Option<String>,
+    pod_ips: Vec<String>,
+}
+
+impl Object for PodStatus {
+    const FIELDS: &'static [&'static str] = &["podIP", "podIPs"];
+    const WHAT: &'static str = "status";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        match i {
+            0 => self.pod_ip = map.next_value_seed(MaybeText)?,
+            _ => self.pod_ips = list(map, obj::<PodIp>)?.into_iter().map(|p| p.0).collect(),
+        }
+        Ok(())
+    }
+}
+
+/// One of `status.podIPs`: `{"ip": "10.0.0.5"}`.
+#[derive(Default)]
+struct PodIp(String);
+
+impl Object for PodIp {
+    const FIELDS: &'static [&'static str] = &["ip"];
+    const WHAT: &'static str = "podIPs entry";
+    fn field<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
+        self.0 = map.next_value_seed(Text)?;
+        Ok(())
+    }
+}
+
+/// The own Pod, streamed from `r`.
+pub fn decode_pod_from(r: &mut dyn Read) -> Result<Pod, String> {
+    document(r, "Pod", top::<Pod>)
+}
+
+/// The own Pod from bytes (tests and fuzzing).
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn decode_pod(mut bytes: &[u8]) -> Result<Pod, String> {
+    decode_pod_from(&mut bytes)
+}
+
+impl Object for Status {
+    const FIELDS: &'static [&'static str] = &["message", "reason", "code"];
+    const WHAT: &'static str = "Status";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        match i {
+            0 => self.message = map.next_value_seed(Text)?,
+            1 => self.reason = map.next_value_seed(Text)?,
+            _ => self.code = map.next_value_seed(Int)?.unwrap_or(0),
+        }
+        Ok(())
+    }
 }
 
 /// The Status in an error response body, if it is one.
-pub fn decode_status(bytes: &[u8]) -> Option<Status> {
-    let st = status_from(&serde_json::from_slice::<Value>(bytes).ok()?);
+pub fn decode_status(mut bytes: &[u8]) -> Option<Status> {
+    let st = document(&mut bytes, "Status", top::<Status>).ok()?;
     (!st.message.is_empty() || !st.reason.is_empty() || st.code != 0).then_some(st)
 }
 
+/// A watch event's `object`: an EndpointSlice, or a Status for ERROR. The
+/// type may come after the object, so both shapes' fields are read.
+#[derive(Default)]
+struct EventObject {
+    slice: EndpointSlice,
+    status: Status,
+}
+
+impl Object for EventObject {
+    const FIELDS: &'static [&'static str] = &["metadata", "endpoints", "message", "reason", "code"];
+    const WHAT: &'static str = "object";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        match i {
+            0 | 1 => self.slice.field(i, map),
+            _ => self.status.field(i - 2, map),
+        }
+    }
+}
+
+#[derive(Default)]
+struct RawEvent {
+    kind: String,
+    object: Option<EventObject>,
+}
+
+impl Object for RawEvent {
+    const FIELDS: &'static [&'static str] = &["type", "object"];
+    const WHAT: &'static str = "watch event";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        match i {
+            0 => self.kind = map.next_value_seed(Text)?,
+            _ => self.object = map.next_value_seed(MaybeObj(obj()))?,
+        }
+        Ok(())
+    }
+}
+
 /// One line of a watch stream.
-pub fn decode_event(bytes: &[u8]) -> Result<Event, String> {
-    let v = parse(bytes, "watch event")?;
-    let kind = field(&v, "type").as_str().unwrap_or_default();
-    let obj = field(&v, "object");
-    let slice = |o: &Value| slice_from(o).map_err(|e| format!("malformed {kind} event: {e}"));
+pub fn decode_event(mut bytes: &[u8]) -> Result<Event, String> {
+    let ev = document(&mut bytes, "watch event", top::<RawEvent>)?;
+    let kind = ev.kind.as_str();
+    let Some(obj) = ev.object else {
+        return Err(format!("malformed {kind} event: no object"));
+    };
     Ok(match kind {
-        "ADDED" => Event::Added(slice(obj)?),
-        "MODIFIED" => Event::Modified(slice(obj)?),
-        "DELETED" => Event::Deleted(slice(obj)?),
-        "BOOKMARK" => Event::Bookmark(text(field(obj, "metadata"), "resourceVersion")),
-        "ERROR" => Event::Error(status_from(obj)),
+        "ADDED" => Event::Added(obj.slice),
+        "MODIFIED" => Event::Modified(obj.slice),
+        "DELETED" => Event::Deleted(obj.slice),
+        "BOOKMARK" => Event::Bookmark(obj.slice.resource_version),
+        "ERROR" => Event::Error(obj.status),
         other => return Err(format!("unknown watch event type {other:?}")),
     })
 }
@@ -238,23 +702,24 @@ pub struct Me {
 }
 
 impl Me {
-    /// Is this endpoint ours? By `targetRef` (kind Pod, our name or uid), or
-    /// by an address equal to one of our IPs (slices written by hand have no
-    /// targetRef).
+    /// Is this endpoint ours? A `targetRef` decides when there is one: kind
+    /// Pod in our namespace, with our uid (once the pod object was read and
+    /// the reference carries one) or else our name. An endpoint that names
+    /// another pod is never ours, even with one of our IPs: hostNetwork pods
+    /// share the node's address, and pod IPs are reused. Only an endpoint
+    /// without a targetRef (slices written by hand) is matched by address.
     pub fn owns(&self, ep: &Endpoint) -> bool {
-        if let Some(r) = &ep.target_ref {
-            if r.kind == "Pod" && (r.namespace.is_empty() || r.namespace == self.namespace) {
-                if !r.name.is_empty() && r.name == self.name {
-                    return true;
-                }
-                if let Some(uid) = &self.uid {
-                    if !r.uid.is_empty() && &r.uid == uid {
-                        return true;
+        match &ep.target_ref {
+            Some(r) if *r != ObjectReference::default() => {
+                r.kind == "Pod"
+                    && (r.namespace.is_empty() || r.namespace == self.namespace)
+                    && match self.uid.as_deref() {
+                        Some(uid) if !r.uid.is_empty() => r.uid == uid,
+                        _ => !r.name.is_empty() && r.name == self.name,
                     }
-                }
             }
+            _ => ep.addresses.iter().any(|a| a.trim().parse::<IpAddr>().is_ok_and(|ip| self.ips.contains(&ip))),
         }
-        ep.addresses.iter().any(|a| a.trim().parse::<IpAddr>().is_ok_and(|ip| self.ips.contains(&ip)))
     }
 }
 
@@ -279,6 +744,21 @@ pub struct Tracker {
     pub rv: String,
 }
 
+/// A list being read: the slices that list this pod, and how many were seen.
+#[derive(Debug, Default)]
+pub struct Listing {
+    slices: BTreeMap<String, SliceView>,
+    listed: usize,
+}
+
+impl Listing {
+    /// Adds the next page.
+    pub fn extend(&mut self, page: Listing) {
+        self.slices.extend(page.slices);
+        self.listed += page.listed;
+    }
+}
+
 /// Counts for decisions and log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Summary {
@@ -301,15 +781,33 @@ impl Tracker {
         Tracker { services: services.to_vec(), ..Default::default() }
     }
 
-    /// Forget everything and take a fresh list (after a 410, or a poll).
+    /// Forget everything and take a whole list (tests and fuzzing; the
+    /// drain adds page by page).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn reset(&mut self, me: &Me, list: &EndpointSliceList) {
-        self.slices.clear();
-        self.listed = 0;
+        let mut fresh = Listing::default();
         for slice in &list.items {
-            self.listed += 1;
-            self.put(me, slice);
+            self.add(&mut fresh, me, slice);
         }
-        self.rv = list.resource_version.clone();
+        self.take(fresh, list.resource_version.clone());
+    }
+
+    /// One slice of a list being read (page by page): only what concerns
+    /// this pod is kept.
+    pub fn add(&self, listing: &mut Listing, me: &Me, slice: &EndpointSlice) {
+        listing.listed += 1;
+        match self.view(me, slice) {
+            Some(view) => listing.slices.insert(slice.name.clone(), view),
+            None => listing.slices.remove(&slice.name),
+        };
+    }
+
+    /// The list is complete: it replaces what was known, and the watch
+    /// resumes from its resourceVersion.
+    pub fn take(&mut self, listing: Listing, rv: String) {
+        self.slices = listing.slices;
+        self.listed = listing.listed;
+        self.rv = rv;
     }
 
     /// Applies one watch event; returns the name of the slice it changed
@@ -340,20 +838,21 @@ impl Tracker {
     }
 
     fn put(&mut self, me: &Me, slice: &EndpointSlice) {
-        let name = slice.name.clone();
-        let service = slice.service.clone();
+        match self.view(me, slice) {
+            Some(view) => self.slices.insert(slice.name.clone(), view),
+            None => self.slices.remove(&slice.name),
+        };
+    }
+
+    /// What `slice` says about this pod, if it lists it.
+    fn view(&self, me: &Me, slice: &EndpointSlice) -> Option<SliceView> {
         // The server filters by label already; checking again costs nothing
         // and keeps a slice of another Service from ever counting.
-        if !self.services.is_empty() && !self.services.contains(&service) {
-            self.slices.remove(&name);
-            return;
+        if !self.services.is_empty() && !self.services.contains(&slice.service) {
+            return None;
         }
         let in_service: Vec<bool> = slice.endpoints.iter().filter(|ep| me.owns(ep)).map(|ep| ep.conditions.in_service()).collect();
-        if in_service.is_empty() {
-            self.slices.remove(&name);
-        } else {
-            self.slices.insert(name, SliceView { service, in_service, trigger_time: slice.trigger_time.clone() });
-        }
+        (!in_service.is_empty()).then(|| SliceView { service: slice.service.clone(), in_service, trigger_time: slice.trigger_time.clone() })
     }
 
     pub fn summary(&self) -> Summary {
@@ -395,8 +894,8 @@ mod tests {
     use serde_json::json;
 
     fn endpoint(v: serde_json::Value) -> Result<Endpoint, String> {
-        let mut s = slice_from(&json!({"endpoints": [v]}))?;
-        Ok(s.endpoints.remove(0))
+        let mut l = decode_list(json!({"items": [{"endpoints": [v]}]}).to_string().as_bytes())?;
+        Ok(l.items.remove(0).endpoints.remove(0))
     }
 
     fn me() -> Me {
@@ -478,6 +977,25 @@ mod tests {
         let other_ns =
             endpoint(json!({"addresses": ["10.1.1.1"], "targetRef": {"kind": "Pod", "namespace": "other", "name": "web-1"}})).unwrap();
         assert!(!m.owns(&other_ns));
+    }
+
+    #[test]
+    fn target_ref_wins_over_the_address() {
+        let mut m = me();
+        // Another pod with our IP (hostNetwork, IP reuse): not ours.
+        assert!(!m.owns(&endpoint(ep("web-2", "10.0.0.5", json!({}))).unwrap()));
+        assert!(!m.owns(&endpoint(json!({"addresses": ["10.0.0.5"], "targetRef": {"kind": "Node", "name": "node-1"}})).unwrap()));
+        // No targetRef, or an empty one: the address decides.
+        assert!(m.owns(&endpoint(json!({"addresses": ["10.0.0.5"], "targetRef": null})).unwrap()));
+        assert!(m.owns(&endpoint(json!({"addresses": ["10.0.0.5"], "targetRef": {}})).unwrap()));
+        // Once our uid is known, it decides over the name: an endpoint of an
+        // earlier pod of the same name (a StatefulSet's) is not ours.
+        m.uid = Some("uid-web-1".into());
+        assert!(m.owns(&endpoint(ep("web-1", "10.9.9.9", json!({}))).unwrap()));
+        let earlier = json!({"addresses": ["10.0.0.5"], "targetRef": {"kind": "Pod", "name": "web-1", "uid": "uid-old"}});
+        assert!(!m.owns(&endpoint(earlier).unwrap()));
+        let no_uid = json!({"addresses": ["10.9.9.9"], "targetRef": {"kind": "Pod", "name": "web-1"}});
+        assert!(m.owns(&endpoint(no_uid).unwrap()));
     }
 
     #[test]
