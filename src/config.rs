@@ -258,6 +258,45 @@ fn init_config(a: &InitArgs, command: Vec<String>) -> Result<InitConfig, ConfigE
     })
 }
 
+/// `--namespace`, `--pod-name`: a Kubernetes object name (RFC 1123
+/// subdomain), which also keeps it safe in the API URL's path.
+fn object_name(flag: &'static str, value: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(name) = value.map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
+    let ok = name.len() <= 253 && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !ok {
+        return Err(ConfigError::Invalid { flag, msg: format!("{name:?} is not a Kubernetes name (lowercase letters, digits, '-', '.')") });
+    }
+    Ok(Some(name.to_string()))
+}
+
+/// `--pod-ip` values: each an IPv4 or IPv6 address.
+fn pod_ips(values: &[String]) -> Result<Vec<String>, ConfigError> {
+    let ips: Vec<String> = values.iter().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+    match ips.iter().find(|ip| ip.parse::<std::net::IpAddr>().is_err()) {
+        Some(bad) => Err(ConfigError::Invalid { flag: "--pod-ip", msg: format!("{bad:?} is not an IP address") }),
+        None => Ok(ips),
+    }
+}
+
+/// `--service` values: Service names (RFC 1035 labels, as Kubernetes
+/// requires of them), which also keeps the label selector built from them
+/// well-formed.
+fn services(values: &[String]) -> Result<Vec<String>, ConfigError> {
+    let label = |s: &str| {
+        s.len() <= 63
+            && s.starts_with(|c: char| c.is_ascii_lowercase())
+            && !s.ends_with('-')
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let names: Vec<String> = values.iter().map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+    match names.iter().find(|n| !label(n)) {
+        Some(bad) => {
+            Err(ConfigError::Invalid { flag: "--service", msg: format!("{bad:?} is not a Service name (lowercase letters, digits, '-')") })
+        }
+        None => Ok(names),
+    }
+}
+
 /// `--rewrite` rules, each of whose FROM signal lastcall catches (a rule
 /// for a signal it never receives would never fire).
 fn rewrites(specs: &[String]) -> Result<Rewrites, ConfigError> {
@@ -354,10 +393,10 @@ fn shutdown_config(c: &CommonArgs) -> Result<ShutdownConfig, ConfigError> {
                 api: k.k8s_api.clone(),
                 token_file: PathBuf::from(&k.k8s_token_file),
                 ca_file: PathBuf::from(&k.k8s_ca_file),
-                namespace: k.namespace.clone(),
-                pod_name: k.pod_name.clone(),
-                pod_ips: k.pod_ip.clone(),
-                services: k.service.clone(),
+                namespace: object_name("--namespace", k.namespace.as_deref())?,
+                pod_name: object_name("--pod-name", k.pod_name.as_deref())?,
+                pod_ips: pod_ips(&k.pod_ip)?,
+                services: services(&k.service)?,
                 strict: k.strict,
             },
         },
@@ -563,6 +602,11 @@ mod tests {
             &["-r", "SEGV:TERM", "--", "/app"],
             &["--stop-signal", "KILL", "--", "/app"],
             &["--log-level", "loud", "--", "/app"],
+            &["--pod-ip", "10.0.0.300", "--", "/app"],
+            &["--service", "web,Bad_Name", "--", "/app"],
+            &["--service", "a,b)", "--", "/app"],
+            &["--pod-name", "web/../x", "--", "/app"],
+            &["--namespace", "Default", "--", "/app"],
             &[],
         ];
         for args in cases {

@@ -79,26 +79,15 @@ pub fn resolve(cfg: &K8sConfig, src: &Sources) -> Result<Identity, String> {
         }
     }
     let (ips, ips_from) = if !cfg.pod_ips.is_empty() {
-        (parse_ips(cfg.pod_ips.iter().map(String::as_str)), "--pod-ip")
+        (super::slices::parse_ips(cfg.pod_ips.iter().map(String::as_str)), "--pod-ip")
     } else if let Some(list) = nonempty(&src.env_pod_ips) {
-        (parse_ips(list.split(',')), "POD_IPS")
+        (super::slices::parse_ips(list.split(',')), "POD_IPS")
     } else if let Some(ip) = nonempty(&src.env_pod_ip) {
-        (parse_ips(std::iter::once(ip.as_str())), "POD_IP")
+        (super::slices::parse_ips(std::iter::once(ip.as_str())), "POD_IP")
     } else {
         (src.interfaces.clone(), "interfaces")
     };
     Ok(Identity { name, namespace, ips, name_from, ips_from })
-}
-
-/// Parses a list of IPs, skipping blanks and anything that is not an IP.
-pub fn parse_ips<'a>(list: impl Iterator<Item = &'a str>) -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    for ip in list.filter_map(|s| s.trim().parse::<IpAddr>().ok()) {
-        if !out.contains(&ip) {
-            out.push(ip);
-        }
-    }
-    out
 }
 
 /// RFC 1123 subdomain, as Kubernetes requires of pod and namespace names;

@@ -524,6 +524,17 @@ impl<'de> Visitor<'de> for ListVisitor<'_> {
 /// Streams one EndpointSliceList page from `r`: each slice goes to `each`
 /// as soon as it is decoded, so only one is held at a time. Returns the
 /// list's resourceVersion and continue token.
+/// Parses a list of IPs, skipping blanks and anything that is not an IP.
+pub fn parse_ips<'a>(list: impl Iterator<Item = &'a str>) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for ip in list.filter_map(|s| s.trim().parse::<IpAddr>().ok()) {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
+
 pub fn decode_list_from(r: &mut dyn Read, each: &mut dyn FnMut(EndpointSlice)) -> Result<(String, String), String> {
     let meta = document(r, "EndpointSliceList", |de| de.deserialize_map(ListVisitor(each)))?;
     Ok((meta.resource_version, meta.continue_token))
@@ -549,7 +560,7 @@ impl Object for Pod {
             _ => {
                 let st: PodStatus = map.next_value_seed(obj())?;
                 let ips = st.pod_ip.iter().chain(&st.pod_ips).map(String::as_str);
-                self.ips = super::identity::parse_ips(ips);
+                self.ips = parse_ips(ips);
             }
         }
         Ok(())
