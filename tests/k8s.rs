@@ -565,6 +565,17 @@ fn strict_not_in_cluster_exits_78() {
     assert!(log.contains("KUBERNETES_SERVICE_HOST") || log.contains("namespace"), "{log}");
 }
 
+/// Outside a cluster, the first thing said is that: not the namespace or
+/// token that are missing because of it.
+#[test]
+fn not_in_a_cluster_is_named_first() {
+    let mut p = Run::new(Mode::Subreaper).opts(["--drain", "k8s", "--strict"]).app(&["signals"]).spawn();
+    p.expect_exit_code(78);
+    let log = p.stderr();
+    assert!(log.contains("not in a cluster"), "{log}");
+    assert!(!log.contains("namespace"), "{log}");
+}
+
 /// `lastcall drain` (preStop exec hook, no lastcall PID 1 to ask) runs the
 /// k8s strategy itself and exits 0 once the endpoint is gone.
 #[test]

@@ -73,8 +73,10 @@ const RESUME_GRACE: Duration = Duration::from_secs(2);
 /// allowed. One line saying what to do when not.
 pub fn preflight(cfg: &DrainConfig) -> Result<(), String> {
     let k = &cfg.k8s;
-    let id = identity::resolve(k, &Sources::gather(k)).map_err(|e| format!("k8s drain: {e}"))?;
+    // The API first: outside a cluster "not in a cluster" is the problem
+    // to name, not the namespace that follows from it.
     let client = Client::new(k).map_err(|e| format!("k8s drain: {e}"))?;
+    let id = identity::resolve(k, &Sources::gather(k)).map_err(|e| format!("k8s drain: {e}"))?;
     let until = Instant::now() + PREFLIGHT_TIMEOUT;
     let left = || until.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
     let mut query = vec![("limit", "1".to_string())];
@@ -114,13 +116,13 @@ pub fn preflight(cfg: &DrainConfig) -> Result<(), String> {
 /// The strategy.
 pub fn wait(ctx: &Ctx) -> Outcome {
     let k = &ctx.cfg.k8s;
-    let id = match identity::resolve(k, &Sources::gather(k)) {
-        Ok(id) => id,
-        Err(e) => return Outcome::Fallback(e),
-    };
     let client = match Client::new(k) {
         Ok(c) => c,
         Err(e) => return Outcome::Fallback(e.to_string()),
+    };
+    let id = match identity::resolve(k, &Sources::gather(k)) {
+        Ok(id) => id,
+        Err(e) => return Outcome::Fallback(e),
     };
     let mut drain = Drain {
         ctx,
