@@ -35,15 +35,6 @@ const FAULT: [&str; 10] =
     ["--grace-period", "30s", "--kill-margin", "1s", "--stop-budget", "2s", "--drain-delay", "3s", "--propagation-delay", "1s"];
 const PROPAGATION: u64 = SEC;
 
-/// A cluster with pod web-1 listed (ready) in the one slice of Service web.
-fn cluster() -> ApiServer {
-    let api = ApiServer::start();
-    api.add_pod("web-1", "10.0.0.5", 30);
-    api.add_service("web", 1, false, "IPv4");
-    api.add_endpoint("web", 0, "web-1");
-    api
-}
-
 /// lastcall pointed at `api` the in-cluster way (KUBERNETES_SERVICE_HOST/
 /// PORT), with the Downward API env a pod would have.
 fn lastcall(api: &ApiServer, opts: &[&str]) -> Run {
@@ -122,7 +113,7 @@ fn check_term(p: &mut Proc, sent: u64, got: u64, not_before: u64, within: u64) {
 /// pod, one LIST, one WATCH, though bookmarks arrive every 200 ms.
 #[test]
 fn endpoint_flip_then_propagation_delay() {
-    let api = cluster();
+    let api = ApiServer::web1();
     api.config(json!({"bookmark_interval_ms": 200}));
     let mut p = start(&api, &OBSERVE, &["signals"]);
     let deleted = mono_ns();
@@ -144,7 +135,7 @@ fn endpoint_flip_then_propagation_delay() {
 /// the kubelet): the LIST already shows it, no watch is needed.
 #[test]
 fn already_flipped_needs_no_watch() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &OBSERVE, &["signals"]);
     api.delete_pod("web-1", None, Flip::Now);
     let sent = p.signal(SIGTERM);
@@ -179,7 +170,7 @@ fn pod_in_no_service_forwards_at_once() {
 /// lastcall does not wait for it; it uses the 3 s fallback and says why.
 #[test]
 fn no_deletion_timestamp_uses_fallback() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &FAULT, &["signals"]);
     let sent = p.signal(SIGTERM);
     let got = p.expect_signal(SIGTERM).mono();
@@ -208,7 +199,7 @@ fn no_deletion_timestamp_in_no_service_forwards_at_once() {
 /// delay, no fallback.
 #[test]
 fn no_deletion_timestamp_already_not_ready() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &OBSERVE, &["signals"]);
     api.set_pod_ready("web-1", false);
     let sent = p.signal(SIGTERM);
@@ -223,7 +214,7 @@ fn no_deletion_timestamp_already_not_ready() {
 /// app (which ignores TERM) before that instant.
 #[test]
 fn deletion_timestamp_sooner_than_grace_period() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let opts = ["--grace-period", "60s", "--kill-margin", "1s", "--stop-budget", "1s", "--drain-delay", "30s"];
     let mut p = start(&api, &opts, &["signals", "--exit-on", "none"]);
     api.delete_pod("web-1", Some(4), Flip::Never);
@@ -296,7 +287,7 @@ fn service_split_over_two_slices() {
 /// sees the flip.
 #[test]
 fn watch_expired_event_relists() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &OBSERVE, &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
     let sent = p.signal(SIGTERM);
@@ -317,7 +308,7 @@ fn watch_expired_event_relists() {
 /// resourceVersion (after the server ended the first watch).
 #[test]
 fn watch_expired_http_relists() {
-    let api = cluster();
+    let api = ApiServer::web1();
     api.config(json!({"watch_410": "http"}));
     let mut p = start(&api, &OBSERVE, &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
@@ -341,7 +332,7 @@ fn watch_expired_http_relists() {
 /// and again while the watch is open (the server rejects old tokens).
 #[test]
 fn rotated_token_is_used() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &OBSERVE, &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
     api.rotate_token();
@@ -367,7 +358,7 @@ fn rotated_token_is_used() {
 /// Injects `fault` into every request of `kind` once the startup check is
 /// done; the pod is deleted but its endpoint never flips.
 fn fault_case(kind: &str, fault: &str, expect_in_log: &str) {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &FAULT, &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
     api.fault(kind, fault, 0);
@@ -428,7 +419,7 @@ fn fault_watch_hang() {
 
 #[test]
 fn fault_api_unreachable() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = lastcall(&api, &FAULT).env("KUBERNETES_SERVICE_PORT", "1").app(&["signals"]).spawn();
     p.expect_prefix("ready");
     api.delete_pod("web-1", None, Flip::Now);
@@ -441,7 +432,7 @@ fn fault_api_unreachable() {
 
 #[test]
 fn fault_tls_wrong_ca() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let other = ApiServer::start(); // its CA did not sign `api`'s certificate
     let mut p = lastcall_with_ca(&api, &other.ca_path(), &FAULT).app(&["signals"]).spawn();
     p.expect_prefix("ready");
@@ -457,7 +448,7 @@ fn fault_tls_wrong_ca() {
 /// resourceVersion and the flip is still seen (no fallback).
 #[test]
 fn single_stream_cut_resumes() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &OBSERVE, &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
     api.fault("watch", "reset_mid_stream", 1);
@@ -478,7 +469,7 @@ fn single_stream_cut_resumes() {
 /// after Retry-After, the drain still observes the flip.
 #[test]
 fn throttled_list_is_retried() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &OBSERVE, &["signals"]);
     api.fault("list", "status:429", 1);
     let deleted = mono_ns();
@@ -493,7 +484,7 @@ fn throttled_list_is_retried() {
 /// --poll-interval and still sees the flip.
 #[test]
 fn watch_forbidden_polls() {
-    let api = cluster();
+    let api = ApiServer::web1();
     api.rbac_verbs(&["get", "list"], &["get"]);
     let mut p = start(&api, &[&OBSERVE[..], &["--poll-interval", "200ms"]].concat(), &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
@@ -509,7 +500,7 @@ fn watch_forbidden_polls() {
 /// Without `get` on pods the drain still works, bounded by the grace period.
 #[test]
 fn without_pod_permission() {
-    let api = cluster();
+    let api = ApiServer::web1();
     api.rbac(true, false);
     let mut p = lastcall(&api, &OBSERVE).app(&["signals"]).spawn();
     p.expect_prefix("ready");
@@ -530,7 +521,7 @@ fn without_pod_permission() {
 /// app starts, with one line naming the missing permission.
 #[test]
 fn strict_forbidden_exits_78() {
-    let api = cluster();
+    let api = ApiServer::web1();
     api.rbac(false, false);
     let mut p = lastcall(&api, &["--strict"]).app(&["signals"]).spawn();
     p.expect_exit_code(78);
@@ -546,7 +537,7 @@ fn strict_forbidden_exits_78() {
 /// Without --strict the same problem is one warning, and the app runs.
 #[test]
 fn forbidden_without_strict_warns() {
-    let api = cluster();
+    let api = ApiServer::web1();
     api.rbac(false, false);
     let mut p = lastcall(&api, &[]).app(&["signals"]).spawn();
     p.expect_prefix("ready");
@@ -580,7 +571,7 @@ fn not_in_a_cluster_is_named_first() {
 /// k8s strategy itself and exits 0 once the endpoint is gone.
 #[test]
 fn prestop_drain_mode() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let dir = api.dir();
     let (token, ca) = (dir.join("token"), dir.join("ca.crt"));
     let mut args: Vec<std::ffi::OsString> =
@@ -609,7 +600,7 @@ fn prestop_drain_mode() {
 /// the delete, not at the 60 s plan's drain end.
 #[test]
 fn prestop_drain_mode_adopts_a_sooner_deletion_deadline() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let dir = api.dir();
     let (token, ca) = (dir.join("token"), dir.join("ca.crt"));
     let mut args: Vec<std::ffi::OsString> =
@@ -651,7 +642,7 @@ fn ipv6_api_server() {
 /// --service narrows the LIST and WATCH with a label selector.
 #[test]
 fn service_selector_narrows_requests() {
-    let api = cluster();
+    let api = ApiServer::web1();
     api.add_service("admin", 1, false, "IPv4");
     api.add_endpoint("admin", 0, "web-1");
     let mut p = start(&api, &[&OBSERVE[..], &["--service", "web"]].concat(), &["signals"]);
@@ -704,7 +695,7 @@ fn drain_hook(api: &ApiServer, opts: &[&str]) -> Run {
 /// until then), not at the drain deadline (27 s).
 #[test]
 fn drip_fed_tls_handshake_cannot_hold_the_drain() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &FAULT, &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
     api.fault("connect", "drip_tls:1500", 0);
@@ -721,7 +712,7 @@ fn drip_fed_tls_handshake_cannot_hold_the_drain() {
 /// body one byte every 1.5 s.
 #[test]
 fn drip_fed_list_body_cannot_hold_the_drain() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &FAULT, &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
     api.fault("list", "drip_body:1500", 0);
@@ -738,7 +729,7 @@ fn drip_fed_list_body_cannot_hold_the_drain() {
 /// completes, so no read returns data).
 #[test]
 fn drip_fed_tls_records_in_the_body_cannot_hold_the_drain() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &FAULT, &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
     api.fault("connect", "drip_tls_body:1500", 0);
@@ -755,7 +746,7 @@ fn drip_fed_tls_records_in_the_body_cannot_hold_the_drain() {
 /// stop budget = 8 s): the strategy itself ends by the plan's end.
 #[test]
 fn prestop_drain_against_a_drip_feeding_peer_ends_at_its_deadline() {
-    let api = cluster();
+    let api = ApiServer::web1();
     api.delete_pod("web-1", None, Flip::Never);
     api.fault("connect", "drip_tls:1500", 0);
     let started = mono_ns();
@@ -774,7 +765,7 @@ fn prestop_drain_against_a_drip_feeding_peer_ends_at_its_deadline() {
 /// configuration is swapped in a private mount namespace.
 #[test]
 fn dns_lookup_that_never_answers_cannot_hold_the_drain() {
-    let api = cluster();
+    let api = ApiServer::web1();
     api.delete_pod("web-1", None, Flip::Never);
     // A name server that takes queries and never answers (port 53: the
     // resolver has no other; an address of this test run's own).
@@ -833,7 +824,7 @@ fn dns_lookup_that_never_answers_cannot_hold_the_drain() {
 /// retries stay few.
 #[test]
 fn api_server_restart_observation_continues() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &OBSERVE, &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
     let sent = p.signal(SIGTERM);
@@ -855,7 +846,7 @@ fn api_server_restart_observation_continues() {
 /// before the API comes back (5 s).
 #[test]
 fn api_server_down_past_the_fallback_ends_at_the_fallback() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &FAULT, &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
     let sent = p.signal(SIGTERM);
@@ -875,7 +866,7 @@ fn api_server_down_past_the_fallback_ends_at_the_fallback() {
 /// and watches from there, and sees the flip.
 #[test]
 fn api_server_quick_restart_relists_after_410() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let mut p = start(&api, &OBSERVE, &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
     let sent = p.signal(SIGTERM);
@@ -905,7 +896,7 @@ fn peak_kib(pid: i32) -> u64 {
 /// big_namespace -- --nocapture`).
 #[test]
 fn big_namespace_drain_memory_stays_small() {
-    let api = cluster();
+    let api = ApiServer::web1();
     let bulk = api.add_bulk(1000, 5);
     assert_eq!(bulk["endpoints"], json!(5000));
     let opts = ["--grace-period", "12s", "--kill-margin", "1s", "--stop-budget", "1s", "--drain-delay", "10s", "--propagation-delay", "0s"];
@@ -940,7 +931,7 @@ fn big_namespace_drain_memory_stays_small() {
 /// until the deadline for other-1's endpoint.
 #[test]
 fn endpoint_of_another_pod_with_the_same_ip_is_not_ours() {
-    let api = cluster();
+    let api = ApiServer::web1();
     api.add_pod("other-1", "10.0.0.5", 30);
     api.add_service("other", 1, false, "IPv4");
     api.add_endpoint("other", 0, "other-1");

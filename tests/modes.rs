@@ -532,14 +532,6 @@ mod k8s {
         ["--grace-period", "30s", "--kill-margin", "1s", "--stop-budget", "2s", "--drain-delay", "20s", "--propagation-delay", "1s"];
     const FLIP_MS: u64 = 1500;
 
-    fn cluster() -> ApiServer {
-        let api = ApiServer::start();
-        api.add_pod("web-1", "10.0.0.5", 30);
-        api.add_service("web", 1, false, "IPv4");
-        api.add_endpoint("web", 0, "web-1");
-        api
-    }
-
     /// `lastcall MODE_ARGS --drain k8s ...` the in-cluster way, as pod web-1.
     fn run(api: &ApiServer, mode_args: &[&str]) -> Run {
         let mut args: Vec<String> = mode_args.iter().map(|s| s.to_string()).collect();
@@ -568,7 +560,7 @@ mod k8s {
     /// `lastcall drain` as the hook of an image without lastcall PID 1.
     #[test]
     fn drain_hook_waits_for_the_endpoint() {
-        let api = cluster();
+        let api = ApiServer::web1();
         let deleted = mono_ns();
         api.delete_pod("web-1", None, Flip::AfterMs(FLIP_MS));
         // The kubelet runs the hook after the deletion.
@@ -582,7 +574,7 @@ mod k8s {
     /// The sidecar's `/drain` for the app's `preStop: httpGet`.
     #[test]
     fn sidecar_drain_waits_for_the_endpoint() {
-        let api = cluster();
+        let api = ApiServer::web1();
         let mut p = run(&api, &["sidecar", "--listen", "127.0.0.1:0"]).spawn();
         let line = p.wait_stderr("listening for GET /drain");
         let addr = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).unwrap_or_default().to_string();

@@ -134,6 +134,16 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
+    /// The tests' usual cluster: pod web-1 (10.0.0.5, 30 s grace) listed,
+    /// ready, in the one slice of Service web.
+    pub fn web1() -> ApiServer {
+        let api = ApiServer::start();
+        api.add_pod("web-1", "10.0.0.5", 30);
+        api.add_service("web", 1, false, "IPv4");
+        api.add_endpoint("web", 0, "web-1");
+        api
+    }
+
     /// Start a server on 127.0.0.1 in namespace `default`.
     pub fn start() -> ApiServer {
         Self::start_with(&StartOptions::default())
