@@ -25,7 +25,7 @@ use std::io::{self, Write as _};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
@@ -307,7 +307,7 @@ pub fn flush_at_exit() {
 fn format_line(json: bool, program: &str, level: Level, now: SystemTime, record: impl FnOnce(&mut dyn Visit)) -> String {
     let mut v = Fields { json, message: String::new(), fields: String::new() };
     record(&mut v);
-    let ts = rfc3339_millis(now);
+    let ts = crate::rfc3339::format_millis(now);
     if json {
         let mut line = format!("{{\"ts\":\"{ts}\",\"level\":\"{level}\",\"msg\":");
         json_string(&mut line, &v.message);
@@ -391,37 +391,10 @@ fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// `2026-11-25T14:03:11.123Z` (UTC), from days-since-epoch to the civil
-/// date (Howard Hinnant's algorithm, proleptic Gregorian calendar).
-pub fn rfc3339_millis(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_millis())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn timestamps() {
-        let at = |s: u64, ms: u64| rfc3339_millis(UNIX_EPOCH + Duration::from_millis(s * 1000 + ms));
-        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
-        assert_eq!(at(1_795_618_991, 123), "2026-11-25T15:03:11.123Z");
-        assert_eq!(at(4_107_542_399, 999), "2100-02-28T23:59:59.999Z");
-    }
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn json_escaping() {

@@ -14,6 +14,7 @@ mod memory;
 mod mode;
 mod reaper;
 mod report;
+mod rfc3339;
 mod shutdown;
 mod signals;
 mod supervise;

@@ -158,7 +158,7 @@ fn shorten(s: &str, max: usize) -> String {
 }
 
 fn rfc3339(t: SystemTime) -> String {
-    crate::logging::rfc3339_millis(t)
+    crate::rfc3339::format_millis(t)
 }
 
 #[cfg(test)]

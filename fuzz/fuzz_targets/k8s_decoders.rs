@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 #[allow(dead_code)]
 mod slices;
 
-#[path = "../../src/drain/k8s/rfc3339.rs"]
+#[path = "../../src/rfc3339.rs"]
 #[allow(dead_code)]
 mod rfc3339;
 
