@@ -396,7 +396,7 @@ impl Run {
             //   lastcall = PID 1, gets SIGKILL, and with it the whole namespace.
             argv.extend(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"].map(OsString::from));
         }
-        argv.push(lastcall().into_os_string());
+        argv.extend(under_test::argv());
         match &self.raw {
             Some(raw) => argv.extend(raw.iter().cloned()),
             None => {
@@ -1012,3 +1012,5 @@ macro_rules! both_modes {
         }
     };
 }
+
+pub mod under_test;
