@@ -108,12 +108,16 @@ fn drop_empty_env() {
     }
 }
 
+/// `0.1.0 (commit <git commit>)`: the package version and the commit it was
+/// built from (build.rs).
+const VERSION: &str = env!("LASTCALL_VERSION");
+
 /// A PID 1 for containers that waits until the pod's endpoint is gone
 /// before it stops the app.
 #[derive(Debug, Parser)]
 #[command(
     name = "lastcall",
-    version,
+    version = VERSION,
     about,
     override_usage = "lastcall [OPTIONS] -- CMD [ARGS]...\n       lastcall drain [OPTIONS]\n       lastcall sidecar [OPTIONS] [-- CMD [ARGS]...]",
     after_help = "Modes: `lastcall drain --help` (preStop hook), `lastcall sidecar --help` (beside the app).\n\
@@ -134,7 +138,7 @@ struct InitCli {
 
 /// preStop hook: drain now (through a lastcall PID 1 when one runs here), then exit 0.
 #[derive(Debug, Parser)]
-#[command(name = "lastcall drain", bin_name = "lastcall drain", version)]
+#[command(name = "lastcall drain", bin_name = "lastcall drain", version = VERSION)]
 struct DrainCli {
     #[command(flatten)]
     common: CommonArgs,
@@ -145,7 +149,7 @@ struct DrainCli {
 #[command(
     name = "lastcall sidecar",
     bin_name = "lastcall sidecar",
-    version,
+    version = VERSION,
     override_usage = "lastcall sidecar [OPTIONS] [-- CMD [ARGS]...]"
 )]
 struct SidecarCli {

@@ -497,7 +497,10 @@ impl Run {
         if let Some(n) = self.nofile {
             argv.extend(["prlimit", &format!("--nofile={n}:{n}"), "--"].map(OsString::from));
         }
-        argv.push(self.program.clone().unwrap_or_else(|| lastcall().into_os_string()));
+        match &self.program {
+            Some(program) => argv.push(program.clone()),
+            None => argv.extend(under_test::argv()),
+        }
         match &self.raw {
             Some(raw) => argv.extend(raw.iter().cloned()),
             None => {
@@ -1159,3 +1162,4 @@ macro_rules! both_modes {
 }
 #[cfg(feature = "sidecar")]
 pub mod sidecar;
+pub mod under_test;
