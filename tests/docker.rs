@@ -2,7 +2,7 @@
 //!
 //! Every image is built from the Dockerfiles we ship, `FROM scratch`, with
 //! binaries built on the host (this machine kind cannot pull images):
-//! docker/Dockerfile through its `prebuilt` target, and docker/example/Dockerfile
+//! docker/Dockerfile.prebuilt (docker/Dockerfile's final stage from a host-built binary), and docker/example/Dockerfile
 //! with the testapp fixture as `/app`. The tests drive containers only through
 //! the docker CLI (`run`, `stop`, `kill`, `inspect`, `top`, `events`) and wait
 //! on the testapp's stdout lines and on docker's answers, not on fixed sleeps.
@@ -59,15 +59,19 @@ fn lastcall_image_is_the_binary_alone() {
     ensure!(c, c.stdout().iter().any(|l| l.contains(&version)), "no `{version}` line");
 }
 
-/// Tests build the `prebuilt` target because `rust:` cannot be pulled here;
-/// this keeps it the same image as the default target, the one users build.
+/// Tests build docker/Dockerfile.prebuilt because `rust:` cannot be pulled
+/// here; this keeps it the same image as docker/Dockerfile's final stage,
+/// the one users build.
 #[test]
-fn prebuilt_target_matches_final_stage() {
+fn prebuilt_matches_final_stage() {
     let text = fs::read_to_string(repo().join("docker/Dockerfile")).unwrap();
     let stages = harness::stages(&text);
     let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["prebuilt", "builder", "lastcall"], "stage order (see the file's header)");
-    let [prebuilt, builder, lastcall] = &stages[..] else { unreachable!() };
+    assert_eq!(names, ["builder", "lastcall"], "stage order (see the file's header)");
+    let [builder, lastcall] = &stages[..] else { unreachable!() };
+    let text = fs::read_to_string(repo().join("docker/Dockerfile.prebuilt")).unwrap();
+    let prebuilt_stages = harness::stages(&text);
+    let [prebuilt] = &prebuilt_stages[..] else { panic!("Dockerfile.prebuilt has {} stages, want one", prebuilt_stages.len()) };
 
     assert!(builder.from.starts_with("rust:"), "builder stage: FROM {}", builder.from);
     assert!(
@@ -92,6 +96,19 @@ fn prebuilt_target_matches_final_stage() {
     };
     assert_eq!(prebuilt.from, lastcall.from);
     assert_eq!(only_destination(&prebuilt.body), only_destination(&lastcall.body));
+}
+
+/// The documented build (`docker build -f docker/Dockerfile .` from the
+/// repository root) must not send build output to the builder: the root
+/// .dockerignore, which BuildKit and the legacy builder both read, leaves
+/// it out.
+#[test]
+fn repository_context_leaves_build_output_out() {
+    let ignore = fs::read_to_string(repo().join(".dockerignore")).expect("a .dockerignore at the repository root");
+    let lines: Vec<&str> = ignore.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    for dir in ["target", "fuzz/target", ".git", "dist"] {
+        assert!(lines.contains(&dir), "{dir} is sent to the builder: {lines:?}");
+    }
 }
 
 #[test]
@@ -520,7 +537,7 @@ mod harness {
     }
 
     pub struct Images {
-        /// docker/Dockerfile, target `prebuilt`, from the host-built lastcall.
+        /// docker/Dockerfile.prebuilt, from the host-built lastcall.
         pub lastcall: Image,
         /// docker/example/Dockerfile with the testapp as /app and the image above.
         pub app: Image,
@@ -535,7 +552,7 @@ mod harness {
             return images;
         }
         let ctx = context(&[("lastcall", &support::lastcall())]);
-        let lastcall = build("docker/Dockerfile", &ctx, "lastcall", &["--target", "prebuilt"]);
+        let lastcall = build("docker/Dockerfile.prebuilt", &ctx, "lastcall", &[]);
         let ctx = context(&[("app", testapp_bin())]);
         let arg = format!("LASTCALL_IMAGE={}", lastcall.tag);
         let app = build("docker/example/Dockerfile", &ctx, "app", &["--build-arg", &arg]);
