@@ -251,8 +251,10 @@ pub struct Probe {
     pub last_sent_ms: u32,
     pub last_recv_ms: u32,
     pub last_ack_ms: u32,
-    /// Payload bytes ever received; None before Linux 4.1.
+    /// Payload bytes ever received, and ever sent and acknowledged; None
+    /// before Linux 4.1.
     pub bytes_received: Option<u64>,
+    pub bytes_acked: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,6 +292,12 @@ pub fn verdict(p: &Probe, min_idle_ms: u32) -> Verdict {
     if p.bytes_received == Some(0) {
         return Verdict::Idle; // connected, never asked anything
     }
+    if p.bytes_acked == Some(0) {
+        // Asked and never answered: the first request is in progress. (Its
+        // arrival often shares a tick with the handshake, which starts the
+        // "last data sent" clock.)
+        return Verdict::Busy;
+    }
     let answered = p.last_sent_ms < p.last_recv_ms || p.last_ack_ms < p.last_recv_ms;
     let tie = p.last_sent_ms == p.last_recv_ms && p.last_recv_ms >= TIE_QUIET_MS;
     if answered || tie {
@@ -312,8 +320,7 @@ fn probe(sock: &OwnedFd) -> Option<Probe> {
     }
     let info = &info[..len as usize];
     let u32_at = |off: usize| u32::from_ne_bytes(info[off..off + 4].try_into().unwrap_or_default());
-    let bytes_received =
-        info.get(diag::TCPI_BYTES_RECEIVED..diag::TCPI_BYTES_RECEIVED + 8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()));
+    let u64_at = |off: usize| info.get(off..off + 8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()));
     let queue = |req| {
         let mut n: libc::c_int = 0;
         // SAFETY: SIOCINQ/SIOCOUTQ write one int through the pointer, which points to `n`.
@@ -327,7 +334,8 @@ fn probe(sock: &OwnedFd) -> Option<Probe> {
         last_sent_ms: u32_at(diag::TCPI_LAST_DATA_SENT),
         last_recv_ms: u32_at(diag::TCPI_LAST_DATA_RECV),
         last_ack_ms: u32_at(diag::TCPI_LAST_ACK_RECV),
-        bytes_received,
+        bytes_received: u64_at(diag::TCPI_BYTES_RECEIVED),
+        bytes_acked: u64_at(diag::TCPI_BYTES_ACKED),
     })
 }
 
@@ -338,7 +346,16 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
 
     fn idle() -> Probe {
-        Probe { established: true, unread: 0, unacked: 0, last_sent_ms: 400, last_recv_ms: 404, last_ack_ms: 404, bytes_received: Some(80) }
+        Probe {
+            established: true,
+            unread: 0,
+            unacked: 0,
+            last_sent_ms: 400,
+            last_recv_ms: 404,
+            last_ack_ms: 404,
+            bytes_received: Some(80),
+            bytes_acked: Some(300),
+        }
     }
 
     #[test]
@@ -369,6 +386,8 @@ mod tests {
             Probe { last_ack_ms: 4, ..idle() },
             // The client spoke last, long ago: still a request in progress.
             Probe { last_sent_ms: 5000, last_recv_ms: 4000, last_ack_ms: 4000, ..idle() },
+            // A first request, in the handshake's tick, never answered.
+            Probe { last_sent_ms: 4000, last_recv_ms: 4000, last_ack_ms: 4000, bytes_acked: Some(0), ..idle() },
         ];
         for p in busy {
             assert_eq!(verdict(&p, 10), Verdict::Busy, "{p:?}");
