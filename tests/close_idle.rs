@@ -147,8 +147,8 @@ fn idle_connections_close_before_the_stop_signal_busy_ones_stay() {
     p.check(line.contains("closed=1") && line.contains("busy=2") && line.contains(&format!("ports={port}")), format!("summary: {line}"));
     // The summary comes before the drain's end and the stop signal.
     let at = |needle: &str| stderr.find(needle).unwrap_or(usize::MAX);
-    p.check(at("closed idle inbound connections") < at("drain ended"), "the step ends the drain".to_string());
-    p.check(at("drain ended") < at("stop signal sent to the app"), "then the stop signal".to_string());
+    p.check(at("closed idle inbound connections") < at("drain ended"), "the step ends the drain");
+    p.check(at("drain ended") < at("stop signal sent to the app"), "then the stop signal");
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn without_the_option_idle_connections_last_until_the_app_exits() {
     let idle = watch_end(idle_connection(port));
     let (term, stderr) = stop(&mut p);
     let (idle_end, _) = ended(&mut p, &idle, "idle connection");
-    p.check(idle_end > term, "without --close-idle the idle connection ended before the app's TERM".to_string());
+    p.check(idle_end > term, "without --close-idle the idle connection ended before the app's TERM");
     p.check(!stderr.contains("idle"), format!("no close-idle line without the option:\n{stderr}"));
 }
 
@@ -169,7 +169,7 @@ fn other_ports_are_left_alone() {
     let idle = watch_end(idle_connection(port));
     let (term, stderr) = stop(&mut p);
     let (idle_end, _) = ended(&mut p, &idle, "idle connection");
-    p.check(idle_end > term, "a connection on a port not named was closed".to_string());
+    p.check(idle_end > term, "a connection on a port not named was closed");
     p.check(stderr.contains("closed=0") && stderr.contains("busy=0"), format!("summary:\n{stderr}"));
 }
 
@@ -191,7 +191,7 @@ fn denied_pidfd_getfd_is_one_line_and_nothing_else_changes() {
     let idle = watch_end(idle_connection(port));
     let (term, stderr) = stop(&mut p);
     let (idle_end, _) = ended(&mut p, &idle, "idle connection");
-    p.check(idle_end > term, "the connection was closed although pidfd_getfd is denied".to_string());
+    p.check(idle_end > term, "the connection was closed although pidfd_getfd is denied");
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("idle")).collect();
     p.check(lines.len() == 1, format!("exactly one line about it: {lines:?}"));
     p.check(
