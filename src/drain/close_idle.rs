@@ -103,7 +103,7 @@ pub fn close_idle(ports: &[u16], app: Option<i32>, until: Instant) -> Result<Rep
     let mut report = Report::default();
     loop {
         report.passes += 1;
-        let (closed, busy) = s.pass(ports)?;
+        let (closed, busy) = s.pass(ports, until)?;
         report.closed += closed;
         report.busy = busy;
         if busy == 0 || Instant::now() + PASS >= until {
@@ -132,7 +132,7 @@ const RESCAN: Duration = Duration::from_millis(20);
 
 impl Step {
     /// One look at every connection: (closed, still busy).
-    fn pass(&mut self, ports: &[u16]) -> Result<(usize, usize), Unavailable> {
+    fn pass(&mut self, ports: &[u16], until: Instant) -> Result<(usize, usize), Unavailable> {
         let mut inodes = Vec::new();
         let mut busy = 0;
         self.diag
@@ -155,7 +155,15 @@ impl Step {
         }
         let mut closed = 0;
         let mut seen = HashMap::new();
-        for inode in inodes {
+        let count = inodes.len();
+        for (i, inode) in inodes.into_iter().enumerate() {
+            // About 70 µs per connection (measured: 5,000 in 365 ms on a
+            // loaded 2-core VM): with tens of thousands, one pass alone
+            // would outlast the window. What is left counts as busy.
+            if i % 64 == 0 && Instant::now() >= until {
+                busy += count - i;
+                break;
+            }
             // Held by no process of the app's tree: not ours to close.
             let Some(&(pid, fd)) = self.owners.get(&inode) else { continue };
             let Some(sock) = copy_fd(&mut self.pidfds, pid, fd)? else { continue };
