@@ -625,6 +625,11 @@ mod tests {
 
     #[test]
     fn close_idle_ports() {
+        if !cfg!(feature = "traffic") {
+            let e = parse(&["--drain", "delay", "--close-idle", "8080", "--", "/app"]).unwrap_err().to_string();
+            assert!(e.contains("--close-idle") && e.contains("traffic"), "{e}");
+            return;
+        }
         let c = parse(&["--drain", "delay", "--close-idle", "8080,80,8080", "--", "/app"]).unwrap();
         assert_eq!(c.shutdown.drain.close_idle, vec![80, 8080]);
         assert!(parse(&["--drain", "delay", "--", "/app"]).unwrap().shutdown.drain.close_idle.is_empty());

@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 use super::traffic::diag::{self, Diag, Query, TCP_ESTABLISHED};
 use super::traffic::procfs;
 
-/// A connection is idle only once no data has arrived on it for this long
+/// A connection is idle only once no segment went either way for this long
 /// (and the server spoke last): a client that sends requests back to back
 /// is not interrupted between two of them. tcp_info's times are jiffies
 /// (4 ms steps at HZ=250), so this is a few steps.
