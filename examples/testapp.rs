@@ -36,7 +36,8 @@ const USAGE: &str = "usage: testapp signals [--ignore SIG,...] [--exit-on SIG,..
        testapp orphans N [--wait]
        testapp daemon [--ignore-term] [--exit-code N]
        testapp http --listen ADDR [--mode graceful|naive] [--delay-ms MS]
-       testapp sleep";
+       testapp sleep
+       testapp deny-syscall NR -- CMD [ARGS...]";
 
 /// Entry point called by the C runtime (see the module doc for why not `fn main`).
 #[no_mangle]
@@ -69,6 +70,7 @@ fn run(args: &[String]) -> Result<c_int, String> {
         "daemon" => cmd_daemon(rest),
         "http" => cmd_http(rest),
         "sleep" => cmd_sleep(rest),
+        "deny-syscall" => cmd_deny_syscall(rest),
         other => Err(format!("unknown subcommand {other:?}")),
     }
 }
@@ -805,4 +807,41 @@ fn serve_conn(server: &Server, id: u64, mut stream: TcpStream) {
         buf.extend_from_slice(&chunk[..n]);
         set_busy(server, id, true);
     }
+}
+
+// ---------------------------------------------------------------------------
+// deny-syscall
+// ---------------------------------------------------------------------------
+
+/// `deny-syscall NR -- CMD...`: exec CMD under a seccomp filter that fails
+/// system call NR with EPERM, as a container runtime's profile does (Docker's
+/// and containerd's default profiles answer EPERM for pidfd_getfd without
+/// CAP_SYS_PTRACE). The filter is inherited by everything CMD starts.
+/// The filter checks the number only (the test machines are x86_64).
+fn cmd_deny_syscall(args: &[String]) -> Result<c_int, String> {
+    let (nr, cmd) = match args {
+        [nr, dash, cmd @ ..] if dash == "--" && !cmd.is_empty() => (nr.parse::<u32>().map_err(|_| format!("not a number: {nr:?}"))?, cmd),
+        _ => return Err("deny-syscall takes NR -- CMD [ARGS...]".into()),
+    };
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let filter = [
+        // A = seccomp_data.nr (offset 0)
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        // if A == nr: fall through to the EPERM return, else skip it
+        libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt: 0, jf: 1, k: nr },
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
+    // SAFETY: prctl with integer arguments; no_new_privs lets an unprivileged process install a filter.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!("PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `prog` points to `filter`, both alive for the call; the kernel copies the program.
+    if unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) } != 0 {
+        return Err(format!("PR_SET_SECCOMP: {}", std::io::Error::last_os_error()));
+    }
+    use std::os::unix::process::CommandExt;
+    let e = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    Err(format!("exec {}: {e}", cmd[0]))
 }

@@ -305,6 +305,11 @@ pub struct TrafficArgs {
     /// Watch these local TCP ports [default: the child's listening sockets]. Repeatable.
     #[arg(long = "port", value_name = "PORT", env = "LASTCALL_PORT", value_delimiter = ',')]
     pub port: Vec<u16>,
+
+    /// After the drain, close the app's idle keep-alive connections on these ports (HTTP/1.1 only), so
+    /// that pooled clients reconnect to another pod. Repeatable.
+    #[arg(long = "close-idle", value_name = "PORT", env = "LASTCALL_CLOSE_IDLE", value_delimiter = ',')]
+    pub close_idle: Vec<u16>,
 }
 
 #[derive(Debug, Args, Default)]

@@ -59,6 +59,8 @@ pub struct DrainConfig {
     pub poll_interval: Duration,
     pub quiet_period: Duration,
     pub ports: Vec<u16>,
+    /// `--close-idle`: ports whose idle connections are closed after the drain.
+    pub close_idle: Vec<u16>,
     pub k8s: K8sConfig,
 }
 
@@ -241,7 +243,9 @@ impl Config {
             }
         };
         let log = log_config(&common.log)?;
-        Ok(Config { mode, shutdown: shutdown_config(&common)?, log })
+        let shutdown = shutdown_config(&common)?;
+        close_idle_fits(&mode, &shutdown.drain)?;
+        Ok(Config { mode, shutdown, log })
     }
 }
 
@@ -389,6 +393,7 @@ fn shutdown_config(c: &CommonArgs) -> Result<ShutdownConfig, ConfigError> {
             poll_interval: nonzero("--poll-interval", duration("--poll-interval", &k.poll_interval)?)?,
             quiet_period: nonzero("--quiet-period", duration("--quiet-period", &c.traffic.quiet_period)?)?,
             ports: c.traffic.port.clone(),
+            close_idle: close_idle(&c.traffic.close_idle)?,
             k8s: K8sConfig {
                 api: k.k8s_api.clone(),
                 token_file: PathBuf::from(&k.k8s_token_file),
@@ -441,6 +446,41 @@ fn nonzero(flag: &'static str, d: Duration) -> Result<Duration, ConfigError> {
         return Err(ConfigError::Invalid { flag, msg: "must be greater than zero".into() });
     }
     Ok(d)
+}
+
+/// `--close-idle` ports: named explicitly (the protocol on a port is the
+/// user's to know), never 0, and only where the mechanism is built in.
+fn close_idle(ports: &[u16]) -> Result<Vec<u16>, ConfigError> {
+    let invalid = |msg: &str| ConfigError::Invalid { flag: "--close-idle", msg: msg.into() };
+    if ports.is_empty() {
+        return Ok(vec![]);
+    }
+    if !cfg!(feature = "traffic") {
+        return Err(invalid("needs sock_diag, which this lastcall is built without (cargo feature traffic)"));
+    }
+    if ports.contains(&0) {
+        return Err(invalid("0 is not a port"));
+    }
+    let mut ports = ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ports)
+}
+
+/// `--close-idle` runs at the end of the drain, on the connections of the
+/// app lastcall started: it needs a drain, and a sidecar's helper is not
+/// the app.
+fn close_idle_fits(mode: &Mode, drain: &DrainConfig) -> Result<(), ConfigError> {
+    if drain.close_idle.is_empty() {
+        return Ok(());
+    }
+    match mode {
+        Mode::Sidecar(..) => Err(ConfigError::Usage("--close-idle needs lastcall as the app's parent (PID 1 mode), not in sidecar mode")),
+        Mode::Init(_) if drain.strategies.is_empty() => {
+            Err(ConfigError::Usage("--close-idle runs at the end of the drain: set --drain (e.g. delay, k8s or traffic)"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `--drain` list: explicit strategies in order; "none" alone means none.
@@ -624,6 +664,32 @@ mod tests {
             &["--grace-period", "8760h", "--", "/app"],
         ] {
             assert!(parse(args).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn close_idle_ports() {
+        if !cfg!(feature = "traffic") {
+            let e = parse(&["--drain", "delay", "--close-idle", "8080", "--", "/app"]).unwrap_err().to_string();
+            assert!(e.contains("--close-idle") && e.contains("traffic"), "{e}");
+            return;
+        }
+        let c = parse(&["--drain", "delay", "--close-idle", "8080,80,8080", "--", "/app"]).unwrap();
+        assert_eq!(c.shutdown.drain.close_idle, vec![80, 8080]);
+        assert!(parse(&["--drain", "delay", "--", "/app"]).unwrap().shutdown.drain.close_idle.is_empty());
+        assert_eq!(parse(&["--close-idle", "8080", "drain"]).unwrap().shutdown.drain.close_idle, vec![8080]);
+        let bad: &[&[&str]] = &[
+            &["--drain", "delay", "--close-idle", "0", "--", "/app"],
+            &["--drain", "delay", "--close-idle", "http", "--", "/app"],
+            &["--close-idle", "8080", "--", "/app"],
+            &["--drain", "none", "--close-idle", "8080", "--", "/app"],
+            &["sidecar", "--close-idle", "8080", "--", "proxy"],
+        ];
+        for args in bad {
+            let cli = Cli::try_parse_from(std::iter::once("lastcall").chain(args.iter().copied()));
+            let Ok(cli) = cli else { continue }; // clap refuses a port that is not a number
+            let e = Config::from_cli(cli).expect_err(&format!("{args:?} accepted")).to_string();
+            assert!(!e.contains('\n') && e.contains("--close-idle"), "{args:?}: {e}");
         }
     }
 

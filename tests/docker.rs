@@ -907,3 +907,59 @@ mod harness {
         }
     }
 }
+
+/// `--close-idle` in a real container (issue 16): under Docker's default
+/// seccomp profile pidfd_getfd is denied (it is allowed only with
+/// CAP_SYS_PTRACE), so lastcall says so in one line and the idle keep-alive
+/// connection lasts until the app exits; with `--cap-add SYS_PTRACE` lastcall
+/// closes it before the app gets its TERM.
+#[test]
+fn close_idle_under_the_default_seccomp_profile_and_with_sys_ptrace() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let Some(()) = engine() else { return };
+    let images = images();
+    for (extra, allowed) in [(None, false), (Some("SYS_PTRACE"), true)] {
+        let mut opts = vec!["-e", "LASTCALL_DRAIN=delay", "-e", "LASTCALL_DRAIN_DELAY=500ms", "-e", "LASTCALL_CLOSE_IDLE=8080"];
+        opts.extend(FIT_DOCKER);
+        if let Some(cap) = extra {
+            opts.extend(["--cap-add", cap]);
+        }
+        let c = Container::start(&images.app.tag, &opts, &["http", "--listen", "0.0.0.0:8080", "--mode", "naive"]);
+        c.wait_for("ready");
+        let ip = c.inspect("{{.NetworkSettings.IPAddress}}");
+        // One answered request, then idle: a pooled keep-alive connection.
+        let stream = std::net::TcpStream::connect((ip.as_str(), 8080)).unwrap_or_else(|e| c.fail(&format!("connect {ip}:8080: {e}")));
+        (&stream).write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        while !head.ends_with("\r\n\r\n") {
+            if reader.read_line(&mut head).unwrap_or(0) == 0 {
+                c.fail(&format!("no response head: {head:?}"));
+            }
+        }
+        let mut body = [0u8; 64];
+        let n = reader.read(&mut body).unwrap_or(0);
+        ensure!(c, n > 0 && head.starts_with("HTTP/1.1 200"), "response {head:?}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16];
+            let _ = (&stream).read(&mut buf);
+            let _ = tx.send(mono_ns());
+        });
+        c.stop(DOCKER_STOP_TIMEOUT);
+        let term = c.wait_for("signal TERM ");
+        let term_ns: u64 = term.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let ended = rx.recv_timeout(harness::EVENT_LIMIT).unwrap_or_else(|_| c.fail("the connection never ended"));
+        let code = c.exit_code();
+        ensure!(c, code == 0, "exit code {code}");
+        let lines: Vec<String> = c.stderr().into_iter().filter(|l| l.contains("idle")).collect();
+        ensure!(c, lines.len() == 1, "one line about idle connections: {lines:#?}");
+        if allowed {
+            ensure!(c, lines[0].contains("closed idle inbound connections") && lines[0].contains("closed=1"), "{}", lines[0]);
+            ensure!(c, ended < term_ns, "with SYS_PTRACE the idle connection ended only after the app's TERM");
+        } else {
+            ensure!(c, lines[0].contains("cannot close idle connections") && lines[0].contains("seccomp"), "{}", lines[0]);
+            ensure!(c, ended > term_ns, "under the default profile the connection ended before the app's TERM");
+        }
+    }
+}

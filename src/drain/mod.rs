@@ -10,6 +10,8 @@
 //! falls back to the fixed `--drain-delay`, counted from the stop signal and
 //! bounded by the deadline.
 
+#[cfg(feature = "traffic")]
+pub mod close_idle;
 pub mod delay;
 #[cfg(feature = "k8s")]
 pub mod k8s;
@@ -129,6 +131,11 @@ pub fn run(
 ) -> Ended {
     let not_deleting = Cell::new(false);
     let why = chain(cfg, started, until, budget, child_pid, notify, &not_deleting);
+    // Last, before the stop signal, within the drain's time: see close_idle.rs.
+    #[cfg(feature = "traffic")]
+    if !cfg.close_idle.is_empty() {
+        close_idle::step(&cfg.close_idle, child_pid, until);
+    }
     Ended { why, not_deleting: not_deleting.get() }
 }
 

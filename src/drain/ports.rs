@@ -104,6 +104,7 @@ mod tests {
             poll_interval: Duration::from_secs(1),
             quiet_period: Duration::from_secs(1),
             ports,
+            close_idle: vec![],
             k8s: K8sConfig::default(),
         }
     }

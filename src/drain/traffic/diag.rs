@@ -82,8 +82,17 @@ pub struct TcpInfoPrefix {
 }
 
 const LAST_DATA_RECV: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_last_data_recv);
+/// Offsets for readers of a whole `struct tcp_info` (`getsockopt(TCP_INFO)`
+/// in `close_idle`), taken from the same layout.
+pub const TCPI_STATE: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_state);
+pub const TCPI_LAST_DATA_SENT: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_last_data_sent);
+pub const TCPI_LAST_DATA_RECV: usize = LAST_DATA_RECV;
+pub const TCPI_LAST_ACK_RECV: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_last_ack_recv);
+pub const TCPI_BYTES_ACKED: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_bytes_acked);
+pub const TCPI_BYTES_RECEIVED: usize = BYTES_RECEIVED;
 const BYTES_RECEIVED: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_bytes_received);
 const _: () = assert!(LAST_DATA_RECV == 52 && BYTES_RECEIVED == 128);
+const _: () = assert!(TCPI_LAST_DATA_SENT == 44 && TCPI_LAST_ACK_RECV == 56 && TCPI_BYTES_ACKED == 120);
 const _: () = assert!(std::mem::size_of::<TcpInfoPrefix>() == 136);
 
 /// What this strategy needs from a tcp_info.

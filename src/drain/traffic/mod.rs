@@ -39,8 +39,8 @@
 
 #[cfg(test)]
 mod bench;
-mod diag;
-mod procfs;
+pub(crate) mod diag;
+pub(crate) mod procfs;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -39,7 +39,7 @@ fn parse_ppid(stat: &str) -> Option<i32> {
 }
 
 /// The inode of a `socket:[INODE]` link target.
-fn socket_inode(link: &str) -> Option<u64> {
+pub(crate) fn socket_inode(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
 }
 
