@@ -12,6 +12,11 @@
 //!    repository, whose commit would be a lie.
 //!
 //! Nothing time-dependent goes in, so two builds of one commit stay identical.
+//!
+//! It also links the release binary without unwind tables
+//! (build/no-unwind-tables.ld: 12 % of the file), where `panic = "abort"`
+//! means nothing can unwind. Only the binary, only in the release profile:
+//! test binaries unwind to report a failed test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +35,16 @@ fn main() {
     };
     let version = std::env::var("CARGO_PKG_VERSION").expect("cargo sets CARGO_PKG_VERSION");
     println!("cargo:rustc-env=LASTCALL_VERSION={version} (commit {commit})");
+
+    // The release profile is the one with panic = "abort" (Cargo.toml);
+    // CARGO_CFG_PANIC does not see profile settings.
+    let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
+    let linux = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
+    if release && linux {
+        let script = manifest_dir.join("build/no-unwind-tables.ld");
+        println!("cargo:rerun-if-changed=build/no-unwind-tables.ld");
+        println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
+    }
 }
 
 /// The commit of the work tree at `dir`, if `dir` is its top level.
