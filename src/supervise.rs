@@ -109,7 +109,6 @@ pub fn run(init: &InitConfig, shutdown: &ShutdownConfig) -> Result<i32, Failure>
     // to / before the app exists (see child::spawn).
     let child = child::spawn(&init.command)?;
     debug!(pid = child.pid.as_raw(), command = ?init.command, "app started");
-    crate::memory::release_startup_pages();
     Supervisor::new(init, shutdown, is_pid1, child, signals, inbox, wake, control).run()
 }
 
@@ -200,6 +199,8 @@ struct Supervisor<'a> {
     remaining: Remaining,
     /// A SIGCHLD came (or the loop just started): reap before anything else.
     reap_due: bool,
+    /// Start-up's pages were given back (see `wait`).
+    released: bool,
     /// The termination report, filled in as the shutdown goes.
     report: Report,
 }
@@ -237,6 +238,7 @@ impl<'a> Supervisor<'a> {
             drain_cancel: None,
             remaining: Remaining::Some,
             reap_due: true,
+            released: false,
             report: Report::new("lastcall"),
         }
     }
@@ -277,7 +279,7 @@ impl<'a> Supervisor<'a> {
     }
 
     /// Sleep in poll(2) until a descriptor is ready or the next deadline.
-    fn wait(&self) -> Ready {
+    fn wait(&mut self) -> Ready {
         let wakeup = [self.machine.next_wakeup(), self.control.as_ref().and_then(control::Server::next_wakeup)].into_iter().flatten().min();
         let timeout = match wakeup {
             None => PollTimeout::NONE,
@@ -294,6 +296,15 @@ impl<'a> Supervisor<'a> {
         let first_control = fds.len();
         if let Some(server) = &self.control {
             fds.extend(server.fds(Instant::now()).map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+        }
+        if !self.released {
+            // The first time the loop is about to sleep, the app runs and
+            // everything that only start-up needed (and the loop's first
+            // turn) is done: give its pages back right before blocking, so
+            // that only the few pages poll(2) itself returns through are
+            // mapped again while the app runs (memory.rs).
+            crate::memory::release_startup_pages();
+            self.released = true;
         }
         let _ = poll(&mut fds, timeout); // EINTR is a wake-up like any other
         let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
