@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{Cli, CommonArgs, InitArgs, Mode as CliMode, SidecarArgs};
+use crate::cli::{Cli, CommonArgs, InitArgs, Mode as CliMode, Setting, SidecarArgs};
 use crate::deadline::Budget;
 use crate::exit_status::Remap;
 use crate::signals::{Rewrites, Signal};
@@ -72,6 +72,8 @@ pub struct K8sConfig {
     pub pod_ips: Vec<String>,
     pub services: Vec<String>,
     pub strict: bool,
+    /// Post Kubernetes Events about the shutdown (`--events`).
+    pub events: bool,
 }
 
 /// The shutdown sequence's settings, shared by every mode.
@@ -197,6 +199,16 @@ pub enum Mode {
     Drain,
     /// Beside the app; the child is optional.
     Sidecar(SidecarConfig, InitConfig),
+    /// `lastcall explain`: a dry run.
+    Explain(ExplainConfig),
+}
+
+/// What `lastcall explain` shows besides the validated settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainConfig {
+    pub json: bool,
+    /// Every option, its value and where that came from.
+    pub settings: Vec<Setting>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -239,6 +251,7 @@ impl Config {
                 let sc = sidecar_config(&sidecar, !command.is_empty())?;
                 (Mode::Sidecar(sc, init_config(&init, command)?), common)
             }
+            Some(CliMode::Explain { common, json, settings }) => (Mode::Explain(ExplainConfig { json, settings }), common),
         };
         let log = log_config(&common.log)?;
         Ok(Config { mode, shutdown: shutdown_config(&common)?, log })
@@ -356,6 +369,9 @@ fn sidecar_config(a: &SidecarArgs, has_command: bool) -> Result<SidecarConfig, C
 
 fn shutdown_config(c: &CommonArgs) -> Result<ShutdownConfig, ConfigError> {
     let strategies = strategies(&c.drain, c.drain_delay.is_some())?;
+    if c.k8s.events && !cfg!(feature = "k8s") {
+        return Err(ConfigError::Usage("--events is not built into this lastcall (rebuild with the cargo feature \"k8s\")"));
+    }
     let budget = budget(
         duration("--grace-period", &c.grace_period)?,
         c.kill_margin.as_deref().map(|d| duration("--kill-margin", d)).transpose()?,
@@ -398,6 +414,7 @@ fn shutdown_config(c: &CommonArgs) -> Result<ShutdownConfig, ConfigError> {
                 pod_ips: pod_ips(&k.pod_ip)?,
                 services: services(&k.service)?,
                 strict: k.strict,
+                events: k.events,
             },
         },
     })

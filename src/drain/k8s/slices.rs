@@ -88,6 +88,8 @@ pub struct Pod {
     pub deletion_timestamp: Option<String>,
     pub deletion_grace_period_seconds: Option<i64>,
     pub ips: Vec<IpAddr>,
+    /// `spec.terminationGracePeriodSeconds` (what `--grace-period` should be).
+    pub grace_period_seconds: Option<i64>,
 }
 
 /// `metav1.Status`, the body of every API error and of watch ERROR events.
@@ -549,7 +551,7 @@ pub fn decode_list(mut bytes: &[u8]) -> Result<EndpointSliceList, String> {
 }
 
 impl Object for Pod {
-    const FIELDS: &'static [&'static str] = &["metadata", "status"];
+    const FIELDS: &'static [&'static str] = &["metadata", "status", "spec"];
     const WHAT: &'static str = "Pod";
     fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
         match i {
@@ -557,12 +559,26 @@ impl Object for Pod {
                 let m: PodMeta = map.next_value_seed(obj())?;
                 (self.uid, self.deletion_timestamp, self.deletion_grace_period_seconds) = (m.uid, m.deletion_timestamp, m.grace);
             }
-            _ => {
+            1 => {
                 let st: PodStatus = map.next_value_seed(obj())?;
                 let ips = st.pod_ip.iter().chain(&st.pod_ips).map(String::as_str);
                 self.ips = parse_ips(ips);
             }
+            _ => self.grace_period_seconds = map.next_value_seed(obj::<OneInt>())?.0,
         }
+        Ok(())
+    }
+}
+
+/// `spec` of a Pod: `terminationGracePeriodSeconds` only.
+#[derive(Default)]
+struct OneInt(Option<i64>);
+
+impl Object for OneInt {
+    const FIELDS: &'static [&'static str] = &["terminationGracePeriodSeconds"];
+    const WHAT: &'static str = "spec";
+    fn field<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
+        self.0 = map.next_value_seed(Int)?;
         Ok(())
     }
 }
@@ -646,6 +662,86 @@ impl Object for Status {
 pub fn decode_status(mut bytes: &[u8]) -> Option<Status> {
     let st = document(&mut bytes, "Status", top::<Status>).ok()?;
     (!st.message.is_empty() || !st.reason.is_empty() || st.code != 0).then_some(st)
+}
+
+/// The fields of a core/v1 Service that `lastcall explain` reads.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Service {
+    /// `spec.type`: ClusterIP (also when absent), NodePort, LoadBalancer or
+    /// ExternalName.
+    pub kind: String,
+    /// `spec.publishNotReadyAddresses`: the endpoint stays `ready` while
+    /// terminating (see the module doc).
+    pub publish_not_ready: bool,
+}
+
+impl Object for Service {
+    const FIELDS: &'static [&'static str] = &["spec"];
+    const WHAT: &'static str = "Service";
+    fn field<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
+        *self = map.next_value_seed(obj::<ServiceSpec>())?.0;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct ServiceSpec(Service);
+
+impl Object for ServiceSpec {
+    const FIELDS: &'static [&'static str] = &["type", "publishNotReadyAddresses"];
+    const WHAT: &'static str = "spec";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        match i {
+            0 => self.0.kind = map.next_value_seed(Text)?,
+            _ => self.0.publish_not_ready = map.next_value_seed(Flag)?.unwrap_or(false),
+        }
+        Ok(())
+    }
+}
+
+/// A Service, streamed from `r`.
+pub fn decode_service_from(r: &mut dyn Read) -> Result<Service, String> {
+    document(r, "Service", top::<Service>)
+}
+
+/// The answer to a SelfSubjectAccessReview (authorization.k8s.io/v1): its
+/// `status`. `allowed` is required; `denied` true means an authorizer said
+/// no (both false: none had an opinion, which is a no too).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Review {
+    pub allowed: bool,
+    pub reason: String,
+    pub evaluation_error: String,
+}
+
+impl Object for Review {
+    const FIELDS: &'static [&'static str] = &["status"];
+    const WHAT: &'static str = "SelfSubjectAccessReview";
+    fn field<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
+        *self = map.next_value_seed(obj::<ReviewStatus>())?.0;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct ReviewStatus(Review);
+
+impl Object for ReviewStatus {
+    const FIELDS: &'static [&'static str] = &["allowed", "reason", "evaluationError"];
+    const WHAT: &'static str = "status";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        match i {
+            0 => self.0.allowed = map.next_value_seed(Flag)?.unwrap_or(false),
+            1 => self.0.reason = map.next_value_seed(Text)?,
+            _ => self.0.evaluation_error = map.next_value_seed(Text)?,
+        }
+        Ok(())
+    }
+}
+
+/// A SelfSubjectAccessReview answer, streamed from `r`.
+pub fn decode_review_from(r: &mut dyn Read) -> Result<Review, String> {
+    document(r, "SelfSubjectAccessReview", top::<Review>)
 }
 
 /// A watch event's `object`: an EndpointSlice, or a Status for ERROR. The
