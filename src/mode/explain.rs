@@ -8,10 +8,11 @@
 //! (EX_CONFIG, as `--strict` uses) with the list of problems otherwise.
 //! Nothing is drained, signalled or stopped.
 //!
-//! The answer is built once as a small tree (`Doc`) and written either as
-//! JSON (`--format json`, for scripts) or as indented text: one renderer
-//! each, so the two never say different things, and no formatting code per
-//! line (the binary's size budget is tight).
+//! The answer is written as it is found, through one small writer (`Out`)
+//! that speaks JSON (`--format json`, for scripts) or indented text, so the
+//! two forms never say different things and no formatting code is written
+//! twice (the binary's size budget is tight: a tree built first and
+//! rendered after cost twice as much code).
 
 #[cfg(feature = "k8s")]
 mod k8s;
@@ -21,45 +22,6 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ExplainConfig, ShutdownConfig, Strategy};
 use crate::exit_status::EXIT_PREFLIGHT;
-
-/// What `explain` found: a JSON-shaped tree.
-pub enum Doc {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Str(String),
-    List(Vec<Doc>),
-    Obj(Vec<(&'static str, Doc)>),
-}
-
-impl From<&str> for Doc {
-    fn from(s: &str) -> Doc {
-        Doc::Str(s.to_string())
-    }
-}
-
-impl From<String> for Doc {
-    fn from(s: String) -> Doc {
-        Doc::Str(s)
-    }
-}
-
-impl From<bool> for Doc {
-    fn from(b: bool) -> Doc {
-        Doc::Bool(b)
-    }
-}
-
-impl<T: Into<Doc>> From<Option<T>> for Doc {
-    fn from(v: Option<T>) -> Doc {
-        v.map_or(Doc::Null, Into::into)
-    }
-}
-
-/// A duration as whole milliseconds (the `_ms` fields).
-pub fn ms(d: Duration) -> Doc {
-    Doc::Int(d.as_millis().min(i64::MAX as u128) as i64)
-}
 
 /// What is wrong (the drain cannot work as configured: exit 78) and what
 /// is worth knowing (it works, but maybe not as intended).
@@ -71,31 +33,35 @@ pub struct Findings {
 
 pub fn run(cfg: &ExplainConfig, shutdown: &ShutdownConfig) -> i32 {
     let mut found = Findings::default();
-    let settings = cfg
-        .settings
-        .iter()
-        .map(|s| Doc::Obj(vec![("option", s.option.as_str().into()), ("value", s.value.clone().into()), ("from", s.from.as_str().into())]))
-        .collect();
-    let mut doc = vec![("settings", Doc::List(settings)), ("drain", drain(shutdown, &mut found))];
+    let mut out = Out::new(cfg.json);
+    out.list("settings");
+    for s in &cfg.settings {
+        out.row();
+        out.str("option", &s.option);
+        out.opt("value", s.value.as_deref());
+        out.str("from", &s.from);
+        out.end();
+    }
+    out.end();
+    drain(shutdown, &mut found, &mut out);
     #[cfg(feature = "k8s")]
     if shutdown.drain.strategies.contains(&Strategy::K8s) || shutdown.drain.k8s.events {
-        doc.push(("kubernetes", k8s::check(shutdown, &mut found)));
+        out.obj("kubernetes");
+        k8s::check(shutdown, &mut found, &mut out);
+        out.end();
+    }
+    for (key, list) in [("warnings", &found.warnings), ("problems", &found.problems)] {
+        out.list(key);
+        for item in list {
+            out.item(item);
+        }
+        out.end();
     }
     let ok = found.problems.is_empty();
-    let strings = |v: Vec<String>| Doc::List(v.into_iter().map(Doc::Str).collect());
-    doc.extend([("warnings", strings(found.warnings)), ("problems", strings(found.problems)), ("ok", ok.into())]);
-    let doc = Doc::Obj(doc);
-    let mut out = String::new();
-    if cfg.json {
-        json(&doc, &mut out);
-        out.push('\n');
-    } else {
-        out.push_str("lastcall explain: a dry run (nothing is drained, signalled or stopped)\n");
-        text(&doc, 0, &mut out);
-    }
+    out.bool("ok", ok);
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
-    if stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+    if stdout.write_all(out.finish().as_bytes()).and_then(|()| stdout.flush()).is_err() {
         return 1;
     }
     if ok {
@@ -109,7 +75,7 @@ pub fn run(cfg: &ExplainConfig, shutdown: &ShutdownConfig) -> i32 {
 /// offsets from the stop signal (from the start of the preStop hook when
 /// one asks for the drain: the kubelet counts the grace period from there),
 /// and the waits that cannot fit in it.
-fn drain(cfg: &ShutdownConfig, found: &mut Findings) -> Doc {
+fn drain(cfg: &ShutdownConfig, found: &mut Findings, out: &mut Out) {
     let (b, d) = (&cfg.budget, &cfg.drain);
     let t0 = Instant::now();
     let plan = b.plan(t0);
@@ -153,132 +119,249 @@ fn drain(cfg: &ShutdownConfig, found: &mut Findings) -> Doc {
             wait("--quiet-period", d.quiet_period, "traffic is never seen quiet for that long: the drain always ends at the deadline");
         }
     }
-    let names = d.strategies.iter().map(|s| Doc::from(s.name())).collect();
-    Doc::Obj(vec![
-        ("strategies", Doc::List(names)),
-        ("counted_from", "the stop signal (or the start of the preStop hook that asks for the drain)".into()),
-        ("grace_period_ms", ms(b.grace)),
-        ("kill_margin_ms", ms(b.margin_for(b.grace))),
-        ("stop_budget_ms", ms(b.stop_for(b.grace))),
-        ("drain_window_ms", ms(window)),
-        ("drain_ends_by_ms", ms(ends_by)),
-        ("fallback_ends_ms", observing.then(|| ms(d.delay.min(window))).into()),
-        ("app_stop_signal_by_ms", ms(ends_by)),
-        ("lastcall_sigkill_ms", ms(plan.kill_at - t0)),
-        ("kubelet_sigkill_ms", ms(b.grace)),
-    ])
+    out.obj("drain");
+    let names: Vec<&str> = d.strategies.iter().map(|s| s.name()).collect();
+    out.strs("strategies", &names);
+    out.str("counted_from", "the stop signal (or the start of the preStop hook that asks for the drain)");
+    for (key, at) in [
+        ("grace_period", Some(b.grace)),
+        ("kill_margin", Some(b.margin_for(b.grace))),
+        ("stop_budget", Some(b.stop_for(b.grace))),
+        ("drain_window", Some(window)),
+        ("drain_ends_by", Some(ends_by)),
+        ("fallback_ends", observing.then(|| d.delay.min(window))),
+        ("app_stop_signal_by", Some(ends_by)),
+        ("lastcall_sigkill", Some(plan.kill_at - t0)),
+        ("kubelet_sigkill", Some(b.grace)),
+    ] {
+        out.ms(key, at);
+    }
+    out.end();
 }
 
 /// `30s`, `1500ms`, `2m`.
 pub fn human(d: Duration) -> String {
-    match (d.as_millis(), d.as_secs()) {
-        (ms, s) if ms % 60_000 == 0 && s >= 60 => format!("{}m", s / 60),
-        (ms, s) if ms % 1000 == 0 && s > 0 => format!("{s}s"),
-        (ms, _) => format!("{ms}ms"),
+    // Durations are at most a year (config::MAX_DURATION): u64 milliseconds.
+    match d.as_millis() as u64 {
+        ms if ms % 60_000 == 0 && ms > 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 && ms > 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
     }
 }
 
-/// JSON (RFC 8259), strings escaped as the log lines are.
-fn json(doc: &Doc, out: &mut String) {
-    match doc {
-        Doc::Null => out.push_str("null"),
-        Doc::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Doc::Int(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Doc::Str(s) => crate::logging::json_string(out, s),
-        Doc::List(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                json(item, out);
-            }
-            out.push(']');
-        }
-        Doc::Obj(fields) => {
-            out.push('{');
-            for (i, (key, value)) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                crate::logging::json_string(out, key);
-                out.push(':');
-                json(value, out);
-            }
-            out.push('}');
-        }
-    }
+/// The answer, written as it is found: JSON (RFC 8259, strings escaped as
+/// the JSON log lines are), or text: `key: value` lines, nested objects
+/// indented under a `key:` line, the objects of a list one line each (the
+/// first value, then `key=value` as lastcall's log lines are written), the
+/// strings of a list one `- ` line each, durations as `30s` (in JSON,
+/// milliseconds under `KEY_ms`).
+pub struct Out {
+    json: bool,
+    buf: String,
+    /// Text: the nesting depth. JSON: unused.
+    depth: usize,
+    /// JSON: a value was written at this level (the next needs a comma).
+    /// Text: the current list has an item.
+    more: bool,
+    /// Inside an object of a list (text: on its one line).
+    row: bool,
+    /// Text: the row has its first value.
+    row_started: bool,
+    /// Per open object or list: whether it is a list.
+    open: Vec<bool>,
 }
 
-/// Text: `key: value` lines, nested objects indented; a top-level list of
-/// strings (the warnings, the problems) one `- ` line each; a list of
-/// objects one line per object, its first value then `key=value` for the
-/// rest, as lastcall's log lines are written; `_ms` fields as durations.
-fn text(doc: &Doc, indent: usize, out: &mut String) {
-    let Doc::Obj(fields) = doc else { return };
-    for (key, value) in fields {
-        let pad = " ".repeat(indent);
-        let duration;
-        let (key, value) = match (key.strip_suffix("_ms"), value) {
-            (Some(short), Doc::Int(n)) => {
-                duration = Doc::Str(human(Duration::from_millis(*n as u64)));
-                (short, &duration)
+impl Out {
+    pub fn new(json: bool) -> Out {
+        let buf =
+            if json { "{".to_string() } else { "lastcall explain: a dry run (nothing is drained, signalled or stopped)\n".to_string() };
+        Out { json, buf, depth: 0, more: false, row: false, row_started: false, open: Vec::new() }
+    }
+
+    /// The key of the next value: JSON `,"key":`; text a new line, or
+    /// ` key=` inside a row.
+    fn key(&mut self, key: &str, suffix: &str) {
+        if self.json {
+            if self.more {
+                self.buf.push(',');
             }
-            (Some(short), Doc::Null) => (short, value),
-            _ => (*key, value),
-        };
-        match value {
-            Doc::Obj(_) => {
-                let _ = writeln!(out, "{pad}{key}:");
-                text(value, indent + 2, out);
+            self.buf.push('"');
+            self.buf.push_str(key);
+            self.buf.push_str(suffix);
+            self.buf.push_str("\":");
+        } else if self.row {
+            if self.row_started {
+                let _ = write!(self.buf, " {key}=");
             }
-            Doc::List(items) if indent == 0 || items.iter().any(|i| matches!(i, Doc::Obj(_))) => {
-                let _ = writeln!(out, "{pad}{key}:{}", if items.is_empty() { " none" } else { "" });
-                for item in items {
-                    let _ = match item {
-                        Doc::Obj(_) => writeln!(out, "{pad}  {}", line(item)),
-                        _ => writeln!(out, "{pad}  - {}", scalar(item)),
-                    };
-                }
-            }
-            _ => {
-                let _ = writeln!(out, "{pad}{key}: {}", scalar(value));
-            }
+            self.row_started = true;
+        } else {
+            self.newline();
+            let _ = write!(self.buf, "{key}: ");
+        }
+        self.more = true;
+    }
+
+    fn newline(&mut self) {
+        if !self.buf.ends_with('\n') {
+            self.buf.push('\n');
+        }
+        for _ in 0..self.depth {
+            self.buf.push_str("  ");
         }
     }
-}
 
-/// One object on one line: the first value, then `key=value` (nulls left out).
-fn line(doc: &Doc) -> String {
-    let Doc::Obj(fields) = doc else { return scalar(doc) };
-    let mut s = String::new();
-    for (i, (key, value)) in fields.iter().enumerate() {
-        let v = scalar(value);
-        match (i, value) {
-            (_, Doc::Null) => {}
-            (0, _) => s.push_str(&v),
-            _ if v.contains(' ') || v.is_empty() => {
-                let _ = write!(s, " {key}={v:?}");
-            }
-            _ => {
-                let _ = write!(s, " {key}={v}");
-            }
+    fn text(&mut self, v: &str) {
+        if self.json {
+            crate::logging::json_string(&mut self.buf, v);
+        } else if self.row && (v.contains(' ') || v.is_empty()) {
+            let _ = write!(self.buf, "{v:?}");
+        } else {
+            self.buf.push_str(v);
         }
     }
-    s
-}
 
-fn scalar(doc: &Doc) -> String {
-    match doc {
-        Doc::Null => "-".into(),
-        Doc::Bool(b) => b.to_string(),
-        Doc::Int(n) => n.to_string(),
-        Doc::Str(s) => s.clone(),
-        Doc::List(items) if items.is_empty() => "none".into(),
-        Doc::List(items) => items.iter().map(scalar).collect::<Vec<_>>().join(","),
-        Doc::Obj(_) => line(doc),
+    pub fn str(&mut self, key: &str, v: &str) {
+        self.key(key, "");
+        self.text(v);
+    }
+
+    /// A value that may be absent: JSON `null`; left out of a text row.
+    pub fn opt(&mut self, key: &str, v: Option<&str>) {
+        match v {
+            Some(v) => self.str(key, v),
+            None => self.raw(key, "", "null", "-"),
+        }
+    }
+
+    fn raw(&mut self, key: &str, suffix: &str, json: &str, text: &str) {
+        if !self.json && self.row && self.row_started && json == "null" {
+            return;
+        }
+        self.key(key, suffix);
+        self.buf.push_str(if self.json { json } else { text });
+    }
+
+    pub fn bool(&mut self, key: &str, v: bool) {
+        let v = if v { "true" } else { "false" };
+        self.raw(key, "", v, v);
+    }
+
+    /// A boolean that may be absent (Go's nil).
+    pub fn flag(&mut self, key: &str, v: Option<bool>) {
+        match v {
+            Some(v) => self.bool(key, v),
+            None => self.raw(key, "", "null", "-"),
+        }
+    }
+
+    pub fn int(&mut self, key: &str, v: Option<i64>) {
+        match v {
+            Some(n) => {
+                let n = n.to_string();
+                self.raw(key, "", &n, &n);
+            }
+            None => self.raw(key, "", "null", "-"),
+        }
+    }
+
+    /// A duration: JSON `KEY_ms` in milliseconds, text `KEY: 30s`.
+    pub fn ms(&mut self, key: &str, v: Option<Duration>) {
+        match v {
+            Some(d) => self.raw(key, "_ms", &d.as_millis().to_string(), &human(d)),
+            None => self.raw(key, "_ms", "null", "-"),
+        }
+    }
+
+    /// A list of short strings: JSON an array, text comma-separated.
+    pub fn strs<S: AsRef<str>>(&mut self, key: &str, v: &[S]) {
+        self.key(key, "");
+        if self.json {
+            self.buf.push('[');
+        }
+        for (i, s) in v.iter().enumerate() {
+            if i > 0 {
+                self.buf.push(',');
+            }
+            self.text(s.as_ref());
+        }
+        if self.json {
+            self.buf.push(']');
+        } else if v.is_empty() {
+            self.buf.push_str("none");
+        }
+    }
+
+    fn open(&mut self, key: &str, list: bool) {
+        if self.json {
+            self.key(key, "");
+            self.buf.push(if list { '[' } else { '{' });
+        } else {
+            self.newline();
+            let _ = write!(self.buf, "{key}:");
+            self.depth += 1;
+        }
+        self.open.push(list);
+        self.more = false;
+    }
+
+    pub fn obj(&mut self, key: &str) {
+        self.open(key, false);
+    }
+
+    pub fn list(&mut self, key: &str) {
+        self.open(key, true);
+    }
+
+    /// An object in a list.
+    pub fn row(&mut self) {
+        if self.json {
+            if self.more {
+                self.buf.push(',');
+            }
+            self.buf.push('{');
+            self.more = false;
+        } else {
+            self.newline();
+            self.more = true;
+        }
+        self.row = true;
+        self.row_started = false;
+        self.open.push(false);
+    }
+
+    /// A string in a list.
+    pub fn item(&mut self, v: &str) {
+        if self.json {
+            if self.more {
+                self.buf.push(',');
+            }
+        } else {
+            self.newline();
+            self.buf.push_str("- ");
+        }
+        self.more = true;
+        self.text(v);
+    }
+
+    /// Closes the innermost object, list or row.
+    pub fn end(&mut self) {
+        let list = self.open.pop().unwrap_or(false);
+        if self.json {
+            self.buf.push(if list { ']' } else { '}' });
+        } else if self.row {
+            self.row = false;
+        } else {
+            if list && !self.more {
+                self.buf.push_str(" none");
+            }
+            self.depth = self.depth.saturating_sub(1);
+        }
+        self.more = true;
+    }
+
+    pub fn finish(mut self) -> String {
+        self.buf.push_str(if self.json { "}\n" } else { "\n" });
+        self.buf
     }
 }
 
@@ -286,36 +369,45 @@ fn scalar(doc: &Doc) -> String {
 mod tests {
     use super::*;
 
-    fn sample() -> Doc {
-        Doc::Obj(vec![
-            (
-                "settings",
-                Doc::List(vec![Doc::Obj(vec![
-                    ("option", "--drain".into()),
-                    ("value", "k8s".into()),
-                    ("from", "env LASTCALL_DRAIN".into()),
-                ])]),
-            ),
-            (
-                "drain",
-                Doc::Obj(vec![
-                    ("strategies", Doc::List(vec!["k8s".into(), "traffic".into()])),
-                    ("grace_period_ms", ms(Duration::from_secs(30))),
-                ]),
-            ),
-            ("warnings", Doc::List(vec![])),
-            ("problems", Doc::List(vec!["a \"quoted\"\nline".into()])),
-            ("ok", false.into()),
-        ])
+    fn sample(json: bool) -> String {
+        let mut o = Out::new(json);
+        o.list("settings");
+        o.row();
+        o.str("option", "--drain");
+        o.str("value", "k8s");
+        o.str("from", "env LASTCALL_DRAIN");
+        o.end();
+        o.row();
+        o.str("option", "--drain-delay");
+        o.opt("value", None);
+        o.str("from", "unset");
+        o.end();
+        o.end();
+        o.obj("drain");
+        o.strs("strategies", &["k8s", "traffic"]);
+        o.ms("grace_period", Some(Duration::from_secs(30)));
+        o.ms("fallback_ends", None);
+        o.flag("ready", None);
+        o.int("n", Some(-3));
+        o.end();
+        o.list("warnings");
+        o.end();
+        o.list("problems");
+        o.item("a \"quoted\" line");
+        o.end();
+        o.bool("ok", false);
+        o.finish()
     }
 
     #[test]
     fn json_of_every_kind() {
-        let mut out = String::new();
-        json(&sample(), &mut out);
+        let out = sample(true);
         assert_eq!(
             out,
-            r#"{"settings":[{"option":"--drain","value":"k8s","from":"env LASTCALL_DRAIN"}],"drain":{"strategies":["k8s","traffic"],"grace_period_ms":30000},"warnings":[],"problems":["a \"quoted\"\nline"],"ok":false}"#
+            "{\"settings\":[{\"option\":\"--drain\",\"value\":\"k8s\",\"from\":\"env LASTCALL_DRAIN\"},\
+             {\"option\":\"--drain-delay\",\"value\":null,\"from\":\"unset\"}],\
+             \"drain\":{\"strategies\":[\"k8s\",\"traffic\"],\"grace_period_ms\":30000,\"fallback_ends_ms\":null,\"ready\":null,\"n\":-3},\
+             \"warnings\":[],\"problems\":[\"a \\\"quoted\\\" line\"],\"ok\":false}\n"
         );
         #[cfg(feature = "k8s")]
         serde_json::from_str::<serde_json::Value>(&out).expect("valid JSON");
@@ -323,12 +415,12 @@ mod tests {
 
     #[test]
     fn text_reads_like_the_log() {
-        let mut out = String::new();
-        text(&sample(), 0, &mut out);
         assert_eq!(
-            out,
-            "settings:\n  --drain value=k8s from=\"env LASTCALL_DRAIN\"\ndrain:\n  strategies: k8s,traffic\n  grace_period: 30s\n\
-             warnings: none\nproblems:\n  - a \"quoted\"\nline\nok: false\n"
+            sample(false),
+            "lastcall explain: a dry run (nothing is drained, signalled or stopped)\n\
+             settings:\n  --drain value=k8s from=\"env LASTCALL_DRAIN\"\n  --drain-delay from=unset\n\
+             drain:\n  strategies: k8s,traffic\n  grace_period: 30s\n  fallback_ends: -\n  ready: -\n  n: -3\n\
+             warnings: none\nproblems:\n  - a \"quoted\" line\nok: false\n"
         );
     }
 

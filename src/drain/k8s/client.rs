@@ -235,10 +235,10 @@ impl Client {
             uri.push('=');
             percent_encode(v, &mut uri);
         }
-        let req = match sent {
-            None => http::Request::get(uri),
-            Some(b) => http::Request::post(uri).header("content-type", "application/json").header("content-length", b.len()),
-        };
+        let mut req = http::Request::builder().method(if sent.is_some() { http::Method::POST } else { http::Method::GET }).uri(uri);
+        if let Some(b) = sent {
+            req = req.header("content-type", "application/json").header("content-length", b.len().to_string());
+        }
         let req = req
             .header("authorization", format!("Bearer {token}"))
             .header("accept", "application/json")

@@ -664,84 +664,70 @@ pub fn decode_status(mut bytes: &[u8]) -> Option<Status> {
     (!st.message.is_empty() || !st.reason.is_empty() || st.code != 0).then_some(st)
 }
 
-/// The fields of a core/v1 Service that `lastcall explain` reads.
+/// What `lastcall explain` reads of a core/v1 Service (its `spec`) or of
+/// the answer to a SelfSubjectAccessReview (authorization.k8s.io/v1, its
+/// `status`): one decoder for both, as they are read the same way.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Service {
-    /// `spec.type`: ClusterIP (also when absent), NodePort, LoadBalancer or
-    /// ExternalName.
+pub struct Brief {
+    /// Service `spec.type`: ClusterIP (also when absent), NodePort,
+    /// LoadBalancer or ExternalName.
     pub kind: String,
-    /// `spec.publishNotReadyAddresses`: the endpoint stays `ready` while
-    /// terminating (see the module doc).
+    /// Service `spec.publishNotReadyAddresses`: the endpoint stays `ready`
+    /// while terminating (see the module doc).
     pub publish_not_ready: bool,
-}
-
-impl Object for Service {
-    const FIELDS: &'static [&'static str] = &["spec"];
-    const WHAT: &'static str = "Service";
-    fn field<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
-        *self = map.next_value_seed(obj::<ServiceSpec>())?.0;
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct ServiceSpec(Service);
-
-impl Object for ServiceSpec {
-    const FIELDS: &'static [&'static str] = &["type", "publishNotReadyAddresses"];
-    const WHAT: &'static str = "spec";
-    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
-        match i {
-            0 => self.0.kind = map.next_value_seed(Text)?,
-            _ => self.0.publish_not_ready = map.next_value_seed(Flag)?.unwrap_or(false),
-        }
-        Ok(())
-    }
-}
-
-/// A Service, streamed from `r`.
-pub fn decode_service_from(r: &mut dyn Read) -> Result<Service, String> {
-    document(r, "Service", top::<Service>)
-}
-
-/// The answer to a SelfSubjectAccessReview (authorization.k8s.io/v1): its
-/// `status`. `allowed` is required; `denied` true means an authorizer said
-/// no (both false: none had an opinion, which is a no too).
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Review {
+    /// Review `status.allowed` (required; false also when no authorizer
+    /// had an opinion).
     pub allowed: bool,
+    /// Review `status.reason` (optional).
     pub reason: String,
+    /// Review `status.evaluationError` (optional).
     pub evaluation_error: String,
 }
 
-impl Object for Review {
-    const FIELDS: &'static [&'static str] = &["status"];
-    const WHAT: &'static str = "SelfSubjectAccessReview";
+impl Object for Brief {
+    const FIELDS: &'static [&'static str] = &["spec", "status"];
+    const WHAT: &'static str = "object";
     fn field<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
-        *self = map.next_value_seed(obj::<ReviewStatus>())?.0;
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct ReviewStatus(Review);
-
-impl Object for ReviewStatus {
-    const FIELDS: &'static [&'static str] = &["allowed", "reason", "evaluationError"];
-    const WHAT: &'static str = "status";
-    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
-        match i {
-            0 => self.0.allowed = map.next_value_seed(Flag)?.unwrap_or(false),
-            1 => self.0.reason = map.next_value_seed(Text)?,
-            _ => self.0.evaluation_error = map.next_value_seed(Text)?,
+        let inner: BriefFields = map.next_value_seed(obj())?;
+        let b = inner.0;
+        if !b.kind.is_empty() || b.publish_not_ready {
+            (self.kind, self.publish_not_ready) = (b.kind, b.publish_not_ready);
+        }
+        if b.allowed || !b.reason.is_empty() || !b.evaluation_error.is_empty() {
+            (self.allowed, self.reason, self.evaluation_error) = (b.allowed, b.reason, b.evaluation_error);
         }
         Ok(())
     }
 }
 
-/// A SelfSubjectAccessReview answer, streamed from `r`.
-pub fn decode_review_from(r: &mut dyn Read) -> Result<Review, String> {
-    document(r, "SelfSubjectAccessReview", top::<Review>)
+#[derive(Default)]
+struct BriefFields(Brief);
+
+impl Object for BriefFields {
+    const FIELDS: &'static [&'static str] = &["type", "publishNotReadyAddresses", "allowed", "reason", "evaluationError"];
+    const WHAT: &'static str = "spec or status";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        let b = &mut self.0;
+        match i {
+            0 => b.kind = map.next_value_seed(Text)?,
+            1 => b.publish_not_ready = map.next_value_seed(Flag)?.unwrap_or(false),
+            2 => b.allowed = map.next_value_seed(Flag)?.unwrap_or(false),
+            3 => b.reason = map.next_value_seed(Text)?,
+            _ => b.evaluation_error = map.next_value_seed(Text)?,
+        }
+        Ok(())
+    }
+}
+
+/// A Service or a SelfSubjectAccessReview answer, streamed from `r`.
+pub fn decode_brief_from(r: &mut dyn Read) -> Result<Brief, String> {
+    document(r, "object", top::<Brief>)
+}
+
+/// The same from bytes (tests and fuzzing).
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn decode_brief(mut bytes: &[u8]) -> Result<Brief, String> {
+    decode_brief_from(&mut bytes)
 }
 
 /// A watch event's `object`: an EndpointSlice, or a Status for ERROR. The

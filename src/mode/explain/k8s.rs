@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{human, Doc, Findings};
+use super::{human, Findings, Out};
 use crate::config::{ShutdownConfig, Strategy};
 use crate::drain::k8s::client::Client;
 use crate::drain::k8s::identity::{self, Sources};
@@ -29,23 +29,20 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const LB_LAG: Duration = Duration::from_secs(30);
 const SSAR_PATH: &str = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
 
-pub fn check(cfg: &ShutdownConfig, found: &mut Findings) -> Doc {
+pub fn check(cfg: &ShutdownConfig, found: &mut Findings, out: &mut Out) {
     let k = &cfg.drain.k8s;
     let strategy = cfg.drain.strategies.contains(&Strategy::K8s);
     let client = match Client::new(k) {
         Ok(c) => c,
         Err(e) => {
             found.problems.push(format!("k8s: {e}"));
-            return Doc::Obj(vec![("api", Doc::Null)]);
+            return out.opt("api", None);
         }
     };
-    let mut o = vec![("api", client.base().into())];
+    out.str("api", client.base());
     let id = match identity::resolve(k, &Sources::gather(k)) {
         Ok(id) => id,
-        Err(e) => {
-            found.problems.push(format!("k8s: {e}"));
-            return Doc::Obj(o);
-        }
+        Err(e) => return found.problems.push(format!("k8s: {e}")),
     };
     if id.name_from == "hostname" {
         found.warnings.push(format!(
@@ -58,70 +55,25 @@ pub fn check(cfg: &ShutdownConfig, found: &mut Findings) -> Doc {
     let left = || by().saturating_duration_since(Instant::now());
     let ns = id.namespace.as_str();
 
-    // What the ServiceAccount may do. Get and list are also tried for real
-    // below; watch and create events only asked about.
-    let mut asks = vec![("get", "", "pods", id.name.as_str())];
-    if strategy {
-        asks.extend([("list", "discovery.k8s.io", "endpointslices", ""), ("watch", "discovery.k8s.io", "endpointslices", "")]);
-    }
-    if k.events {
-        asks.push(("create", "events.k8s.io", "events", ""));
-    }
-    let mut permissions = Vec::new();
-    let mut unasked = None;
-    for (verb, group, resource, name) in asks {
-        let body = format!(
-            "{{\"apiVersion\":\"authorization.k8s.io/v1\",\"kind\":\"SelfSubjectAccessReview\",\"spec\":{{\"resourceAttributes\":\
-             {{\"namespace\":\"{ns}\",\"verb\":\"{verb}\",\"group\":\"{group}\",\"resource\":\"{resource}\",\"name\":\"{name}\"}}}}}}"
-        );
-        let answer = client.post(SSAR_PATH, body.as_bytes(), by(), slices::decode_review_from);
-        let (allowed, why) = match answer {
-            Ok(r) => (Some(r.allowed), if r.evaluation_error.is_empty() { r.reason } else { r.evaluation_error }),
-            Err(e) => (None, e.to_string()),
-        };
-        let what = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
-        match (allowed, verb) {
-            (None, _) => unasked = Some(why.clone()),
-            (Some(false), "watch") => found.warnings.push(format!(
-                "the ServiceAccount may not watch {what}: the drain polls the list every --poll-interval instead (grant watch, see deploy/rbac.yaml)"
-            )),
-            (Some(false), "create") => found.problems.push(format!(
-                "--events is on, but the ServiceAccount may not create {what}: no event will be posted (grant it with the optional Role in deploy/rbac.yaml)"
-            )),
-            _ => {}
-        }
-        let name = (!name.is_empty()).then_some(name);
-        permissions.push(Doc::Obj(vec![
-            ("verb", verb.into()),
-            ("resource", what.into()),
-            ("name", name.into()),
-            ("allowed", allowed.into()),
-            ("reason", (!why.is_empty()).then_some(why).into()),
-        ]));
-    }
-    if let Some(why) = unasked {
-        found.warnings.push(format!("cannot ask the API server what the ServiceAccount may do (SelfSubjectAccessReview: {why})"));
-    }
-
     // The pod itself: uid (for matching and for events), grace period,
     // deletion, IPs.
     let mut me = Me { name: id.name.clone(), namespace: id.namespace.clone(), uid: None, ips: id.ips.clone() };
-    let mut pod = vec![
-        ("name", id.name.as_str().into()),
-        ("name_from", id.name_from.into()),
-        ("namespace", ns.into()),
-        ("namespace_from", id.namespace_from.into()),
-        ("ips", Doc::List(id.ips.iter().map(|ip| Doc::Str(ip.to_string())).collect())),
-        ("ips_from", id.ips_from.into()),
-    ];
+    out.obj("pod");
+    let ips: Vec<String> = id.ips.iter().map(|ip| ip.to_string()).collect();
+    for (key, v) in [("name", id.name.as_str()), ("name_from", id.name_from), ("namespace", ns), ("namespace_from", id.namespace_from)] {
+        out.str(key, v);
+    }
+    out.strs("ips", &ips);
+    out.str("ips_from", id.ips_from);
     let grace = cfg.budget.grace;
     match client.get(&pod_path(&id), &[], left(), slices::decode_pod_from) {
         Ok(p) => {
+            let pod_ips: Vec<String> = p.ips.iter().map(|ip| ip.to_string()).collect();
             if !p.ips.is_empty() && id.ips_from != "interfaces" && !id.ips.iter().any(|ip| p.ips.contains(ip)) {
                 found.warnings.push(format!(
                     "the pod IPs from {} are not the pod's ({}): set POD_IPS from the Downward API (fieldRef status.podIPs)",
                     id.ips_from,
-                    join(&p.ips)
+                    pod_ips.join(",")
                 ));
             }
             if let Some(s) = p.grace_period_seconds.filter(|&s| u64::try_from(s).ok() != Some(grace.as_secs()) || grace.subsec_nanos() != 0)
@@ -131,60 +83,109 @@ pub fn check(cfg: &ShutdownConfig, found: &mut Findings) -> Doc {
                     human(grace)
                 ));
             }
-            pod.extend([
-                ("uid", Doc::Str(p.uid.clone())),
-                ("pod_ips", Doc::List(p.ips.iter().map(|ip| Doc::Str(ip.to_string())).collect())),
-                ("termination_grace_period_s", p.grace_period_seconds.map(Doc::Int).into()),
-                ("deletion_timestamp", p.deletion_timestamp.into()),
-            ]);
+            out.str("uid", &p.uid);
+            out.strs("pod_ips", &pod_ips);
+            out.int("termination_grace_period_s", p.grace_period_seconds);
+            out.opt("deletion_timestamp", p.deletion_timestamp.as_deref());
             if !p.uid.is_empty() {
                 me.uid = Some(p.uid);
             }
         }
-        Err(e) if e.code() == Some(403) => {
-            found.warnings.push(format!(
-                "the ServiceAccount may not get pod {}: the deadline comes from --grace-period only, and a container restart cannot be told from a pod deletion (grant get on pods, see deploy/rbac.yaml)",
-                id.name
-            ));
-            pod.push(("error", e.to_string().into()));
-        }
         Err(e) => {
-            let line = match e.code() {
-                Some(404) => format!(
+            out.str("error", &e.to_string());
+            match e.code() {
+                Some(403) => found.warnings.push(format!(
+                    "the ServiceAccount may not get pod {}: the deadline comes from --grace-period only, and a container restart cannot be told from a pod deletion (grant get on pods, see deploy/rbac.yaml)",
+                    id.name
+                )),
+                Some(404) => found.problems.push(format!(
                     "pod {:?} (from {}) not found in namespace {ns}: set POD_NAME from the Downward API (fieldRef metadata.name)",
                     id.name, id.name_from
-                ),
-                _ => say(&e, &format!("k8s: cannot get pod {ns}/{}", id.name), &client),
-            };
-            pod.push(("error", e.to_string().into()));
-            found.problems.push(line);
+                )),
+                _ => found.problems.push(say(&e, &format!("k8s: cannot get pod {ns}/{}", id.name), &client)),
+            }
         }
     }
+    out.end();
     if k.events && me.uid.is_none() && events::known_uid().is_none() {
         found.warnings.push(
             "--events: the pod's uid is unknown (no POD_UID, and the pod cannot be read), so the events will show in `kubectl get events` but not in `kubectl describe pod`: set POD_UID from the Downward API (fieldRef metadata.uid)".into(),
         );
     }
-    o.push(("pod", Doc::Obj(pod)));
-    o.push(("permissions", Doc::List(permissions)));
+
+    // What the ServiceAccount may do. Get and list are also tried for real;
+    // watch and create events only asked about.
+    let mut asks = vec![("get", "", "pods", id.name.as_str())];
     if strategy {
-        endpoints(cfg, &client, &me, &left, found, &mut o);
+        asks.extend([("list", "discovery.k8s.io", "endpointslices", ""), ("watch", "discovery.k8s.io", "endpointslices", "")]);
     }
-    Doc::Obj(o)
+    if k.events {
+        asks.push(("create", "events.k8s.io", "events", ""));
+    }
+    out.list("permissions");
+    let mut unasked = None;
+    for (verb, group, resource, name) in asks {
+        let mut body = String::from(
+            "{\"apiVersion\":\"authorization.k8s.io/v1\",\"kind\":\"SelfSubjectAccessReview\",\"spec\":{\"resourceAttributes\":{",
+        );
+        for (i, (key, v)) in
+            [("namespace", ns), ("verb", verb), ("group", group), ("resource", resource), ("name", name)].into_iter().enumerate()
+        {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push('"');
+            body.push_str(key);
+            body.push_str("\":");
+            crate::logging::json_string(&mut body, v);
+        }
+        body.push_str("}}}");
+        let answer = client.post(SSAR_PATH, body.as_bytes(), by(), slices::decode_brief_from);
+        let what = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
+        out.row();
+        out.str("verb", verb);
+        out.str("resource", &what);
+        out.opt("name", (!name.is_empty()).then_some(name));
+        match answer {
+            Ok(r) => {
+                out.bool("allowed", r.allowed);
+                let why = if r.evaluation_error.is_empty() { r.reason } else { r.evaluation_error };
+                out.opt("reason", (!why.is_empty()).then_some(why.as_str()));
+                if !r.allowed && verb == "watch" {
+                    found.warnings.push(format!(
+                        "the ServiceAccount may not watch {what}: the drain polls the list every --poll-interval instead (grant watch, see deploy/rbac.yaml)"
+                    ));
+                }
+                if !r.allowed && verb == "create" {
+                    found.problems.push(format!(
+                        "--events is on, but the ServiceAccount may not create {what}: no event will be posted (grant it with the optional Role in deploy/rbac.yaml)"
+                    ));
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                out.flag("allowed", None);
+                out.str("reason", &e);
+                unasked = Some(e);
+            }
+        }
+        out.end();
+    }
+    out.end();
+    if let Some(why) = unasked {
+        found.warnings.push(format!("cannot ask the API server what the ServiceAccount may do (SelfSubjectAccessReview: {why})"));
+    }
+    if strategy {
+        endpoints(cfg, &client, &me, &left, found, out);
+    }
 }
 
 /// The EndpointSlices that list this pod, with the conditions of each of
 /// its entries, and the Services they belong to.
-fn endpoints(
-    cfg: &ShutdownConfig,
-    client: &Client,
-    me: &Me,
-    left: &dyn Fn() -> Duration,
-    found: &mut Findings,
-    o: &mut Vec<(&'static str, Doc)>,
-) {
+fn endpoints(cfg: &ShutdownConfig, client: &Client, me: &Me, left: &dyn Fn() -> Duration, found: &mut Findings, out: &mut Out) {
     let (k, ns) = (&cfg.drain.k8s, me.namespace.as_str());
-    let (mut entries, mut services, mut listed, mut token) = (Vec::new(), Vec::new(), 0usize, String::new());
+    let (mut services, mut entries, mut listed, mut token) = (Vec::new(), 0usize, 0usize, String::new());
+    out.list("endpoints");
     let listing = loop {
         let mut query = vec![("limit", "500".to_string())];
         query.extend(label_selector(&k.services).map(|sel| ("labelSelector", sel)));
@@ -198,16 +199,17 @@ fn endpoints(
                     if !services.contains(&slice.service) {
                         services.push(slice.service.clone());
                     }
+                    entries += 1;
                     let c = ep.conditions;
-                    entries.push(Doc::Obj(vec![
-                        ("service", slice.service.as_str().into()),
-                        ("slice", slice.name.as_str().into()),
-                        ("addresses", Doc::List(ep.addresses.iter().map(|a| Doc::Str(a.clone())).collect())),
-                        ("in_service", c.in_service().into()),
-                        ("ready", c.ready.into()),
-                        ("serving", c.serving.into()),
-                        ("terminating", c.terminating.into()),
-                    ]));
+                    out.row();
+                    out.str("service", &slice.service);
+                    out.str("slice", &slice.name);
+                    out.strs("addresses", &ep.addresses);
+                    out.bool("in_service", c.in_service());
+                    out.flag("ready", c.ready);
+                    out.flag("serving", c.serving);
+                    out.flag("terminating", c.terminating);
+                    out.end();
                 }
             })
         });
@@ -220,25 +222,33 @@ fn endpoints(
             }
         }
     };
-    let of = if k.services.is_empty() { String::new() } else { format!(" (of --service {})", k.services.join(",")) };
-    if listing && entries.is_empty() {
+    out.end();
+    out.int("slices_listed", Some(listed as i64));
+    if listing && entries == 0 {
+        let of = if k.services.is_empty() { String::new() } else { format!(" (of --service {})", k.services.join(",")) };
         found.warnings.push(format!(
             "pod {} is in no Service{of}, among {listed} EndpointSlices: the drain ends at once. If it serves traffic, check that the Service's selector matches the pod's labels",
             me.name
         ));
     }
     let traffic = cfg.drain.strategies.contains(&Strategy::Traffic);
-    let mut svcs = Vec::new();
     services.retain(|s| !s.is_empty());
-    services.sort_unstable();
-    services.extend(k.services.iter().filter(|s| !services.contains(s)).cloned().collect::<Vec<_>>());
-    for name in &services {
-        let lists_pod = entries.iter().any(|e| matches!(e, Doc::Obj(f) if matches!(&f[0].1, Doc::Str(s) if s == name)));
-        let path = format!("/api/v1/namespaces/{ns}/services/{name}");
-        let mut svc = vec![("name", name.as_str().into())];
-        match client.get(&path, &[], left(), slices::decode_service_from) {
+    let listing_pod = services.len();
+    for s in &k.services {
+        if !services.contains(s) {
+            services.push(s.clone());
+        }
+    }
+    out.list("services");
+    for (i, name) in services.iter().enumerate() {
+        let lists_pod = i < listing_pod;
+        out.row();
+        out.str("name", name);
+        match client.get(&format!("/api/v1/namespaces/{ns}/services/{name}"), &[], left(), slices::decode_brief_from) {
             Ok(s) => {
-                let kind = if s.kind.is_empty() { "ClusterIP".to_string() } else { s.kind };
+                let kind = if s.kind.is_empty() { "ClusterIP" } else { s.kind.as_str() };
+                out.str("type", kind);
+                out.bool("publish_not_ready_addresses", s.publish_not_ready);
                 if s.publish_not_ready {
                     found.warnings.push(format!(
                         "Service {name} has publishNotReadyAddresses: its endpoint stays ready while the pod terminates, so consumers that follow `ready` (kube-proxy, most ingress controllers) keep sending new connections until the pod is gone; lastcall ends the drain on `terminating`. Serve traffic through a Service without it, or add --drain k8s,traffic"
@@ -257,24 +267,18 @@ fn endpoints(
                         me.name
                     ));
                 }
-                svc.extend([("type", kind.into()), ("publish_not_ready_addresses", s.publish_not_ready.into())]);
             }
             Err(e) => {
-                let what = match e.code() {
-                    Some(404) => {
-                        found.warnings.push(format!("Service {name} (--service) does not exist in namespace {ns}"));
-                        e.to_string()
-                    }
-                    _ => format!("{e}: cannot tell its type and publishNotReadyAddresses (grant get on services to see them)"),
-                };
-                svc.push(("error", what.into()));
+                let mut what = e.to_string();
+                if e.code() == Some(404) {
+                    found.warnings.push(format!("Service {name} (--service) does not exist in namespace {ns}"));
+                } else {
+                    what.push_str(": cannot tell its type and publishNotReadyAddresses (grant get on services to see them)");
+                }
+                out.str("error", &what);
             }
         }
-        svcs.push(Doc::Obj(svc));
+        out.end();
     }
-    o.extend([("slices_listed", Doc::Int(listed as i64)), ("endpoints", Doc::List(entries)), ("services", Doc::List(svcs))]);
-}
-
-fn join(ips: &[std::net::IpAddr]) -> String {
-    ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(",")
+    out.end();
 }
