@@ -99,9 +99,8 @@ impl Cli {
     fn explain(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
         use clap::{CommandFactory, FromArgMatches};
         let mut cmd = ExplainCli::command();
-        let m = cmd.try_get_matches_from_mut(args)?;
-        let e = ExplainCli::from_arg_matches(&m)?;
-        let settings = cmd
+        let mut m = cmd.try_get_matches_from_mut(args)?;
+        let settings: Vec<Setting> = cmd
             .get_arguments()
             .filter(|a| !matches!(a.get_id().as_str(), "help" | "version" | "format"))
             .filter_map(|a| {
@@ -116,6 +115,8 @@ impl Cli {
                 Some(Setting { option: format!("--{}", a.get_long()?), value: value.filter(|_| from != "unset"), from })
             })
             .collect();
+        // After the settings: this takes the values out of the matches.
+        let e = ExplainCli::from_arg_matches_mut(&mut m)?;
         Ok(Cli {
             mode: Some(Mode::Explain { common: e.common, json: e.format == "json", settings }),
             init: InitArgs::default(),

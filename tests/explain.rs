@@ -319,6 +319,28 @@ fn settings_and_where_they_came_from() {
     assert_eq!(v["drain"]["grace_period_ms"], json!(9000));
 }
 
+/// Under `kubectl exec POD -- /lastcall explain` in a container whose PID 1
+/// is a lastcall started with options, explain does not see those options:
+/// it says so, naming them.
+#[test]
+fn options_of_a_lastcall_pid1_are_pointed_out() {
+    let mut pid1 = Run::new(Mode::Pid1).opts(["--grace-period", "45s", "--drain-delay", "1s"]).app(&["signals"]).spawn();
+    pid1.expect_prefix("ready");
+    let pid = pid1.lastcall_pid().to_string();
+    let bin = support::lastcall();
+    let mut p = Run::new(Mode::Subreaper)
+        .raw_cmd(["nsenter", "--target", &pid, "--mount", "--pid", "--", bin.to_str().unwrap(), "explain", "--format", "json"])
+        .spawn();
+    p.expect_eof(GUARD);
+    p.expect_exit_code(0);
+    let out = p.lines().into_iter().map(|l| l.text).collect::<String>();
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| p.fail(format!("{e}: {out}")));
+    let w = one_with(&mut p, &v["warnings"], "PID 1 is a lastcall started with options of its own");
+    assert!(w.contains("(--grace-period 45s --drain-delay 1s)"), "{w}");
+    pid1.signal(SIGTERM);
+    pid1.expect_exit_code(0);
+}
+
 /// The text form says the same as the JSON one, for people.
 #[test]
 fn text_for_people() {

@@ -33,6 +33,11 @@ pub struct Findings {
 
 pub fn run(cfg: &ExplainConfig, shutdown: &ShutdownConfig) -> i32 {
     let mut found = Findings::default();
+    if let Some(opts) = pid1_options() {
+        found.warnings.push(format!(
+            "PID 1 is a lastcall started with options of its own ({opts}): explain sees only its own options and the environment, so give it the same ones"
+        ));
+    }
     let mut out = Out::new(cfg.json);
     out.list("settings");
     for s in &cfg.settings {
@@ -69,6 +74,23 @@ pub fn run(cfg: &ExplainConfig, shutdown: &ShutdownConfig) -> i32 {
     } else {
         EXIT_PREFLIGHT
     }
+}
+
+/// The options before `--` of a lastcall that is PID 1 here, as under
+/// `kubectl exec POD -- /lastcall explain` in a container whose entrypoint
+/// is `lastcall [OPTIONS] -- APP`: those settings are not in this
+/// process's environment, and the answer would be about other ones.
+fn pid1_options() -> Option<String> {
+    if std::process::id() == 1 {
+        return None;
+    }
+    let raw = std::fs::read("/proc/1/cmdline").ok()?;
+    let mut args = raw.split(|&b| b == 0).filter(|a| !a.is_empty());
+    if !args.next()?.ends_with(b"lastcall") {
+        return None;
+    }
+    let opts: Vec<String> = args.take_while(|a| *a != b"--").map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    (!opts.is_empty()).then(|| opts.join(" "))
 }
 
 /// The deadline arithmetic of `deadline.rs` for this grace period, as
@@ -191,12 +213,15 @@ impl Out {
             self.buf.push_str("\":");
         } else if self.row {
             if self.row_started {
-                let _ = write!(self.buf, " {key}=");
+                self.buf.push(' ');
+                self.buf.push_str(key);
+                self.buf.push('=');
             }
             self.row_started = true;
         } else {
             self.newline();
-            let _ = write!(self.buf, "{key}: ");
+            self.buf.push_str(key);
+            self.buf.push_str(": ");
         }
         self.more = true;
     }
@@ -297,7 +322,8 @@ impl Out {
             self.buf.push(if list { '[' } else { '{' });
         } else {
             self.newline();
-            let _ = write!(self.buf, "{key}:");
+            self.buf.push_str(key);
+            self.buf.push(':');
             self.depth += 1;
         }
         self.open.push(list);
