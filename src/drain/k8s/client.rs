@@ -1,6 +1,7 @@
 //! The Kubernetes API over HTTPS: in-cluster configuration the way client-go
-//! does it (`rest.InClusterConfig`), bearer auth, and GET / watch requests
-//! that each carry a deadline.
+//! does it (`rest.InClusterConfig`), bearer auth, and GET, watch and POST
+//! (a create: `lastcall explain`'s SelfSubjectAccessReviews, `--events`)
+//! requests that each carry a deadline.
 //!
 //! * API: `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`,
 //!   an IPv6 host in brackets (client-go uses `net.JoinHostPort`).

@@ -22,7 +22,9 @@
 //!
 //! Layout: `client` (HTTPS, auth, deadlines), `slices` (streaming decoding
 //! and the pure "gone" evaluation), `identity` (pod name, namespace, IPs),
-//! `rfc3339` (timestamps), `tls` (the cut-down rustls crypto provider).
+//! `rfc3339` (timestamps), `tls` (the cut-down rustls crypto provider),
+//! `events` (the `--events` Kubernetes Events). `lastcall explain` reads
+//! the API through the same client and decoders (`mode/explain/k8s.rs`).
 
 pub(crate) mod client;
 pub mod events;

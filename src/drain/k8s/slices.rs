@@ -523,9 +523,6 @@ impl<'de> Visitor<'de> for ListVisitor<'_> {
     }
 }
 
-/// Streams one EndpointSliceList page from `r`: each slice goes to `each`
-/// as soon as it is decoded, so only one is held at a time. Returns the
-/// list's resourceVersion and continue token.
 /// Parses a list of IPs, skipping blanks and anything that is not an IP.
 pub fn parse_ips<'a>(list: impl Iterator<Item = &'a str>) -> Vec<IpAddr> {
     let mut out = Vec::new();
@@ -537,6 +534,9 @@ pub fn parse_ips<'a>(list: impl Iterator<Item = &'a str>) -> Vec<IpAddr> {
     out
 }
 
+/// Streams one EndpointSliceList page from `r`: each slice goes to `each`
+/// as soon as it is decoded, so only one is held at a time. Returns the
+/// list's resourceVersion and continue token.
 pub fn decode_list_from(r: &mut dyn Read, each: &mut dyn FnMut(EndpointSlice)) -> Result<(String, String), String> {
     let meta = document(r, "EndpointSliceList", |de| de.deserialize_map(ListVisitor(each)))?;
     Ok((meta.resource_version, meta.continue_token))
@@ -1164,9 +1164,11 @@ mod tests {
     fn pod_and_status() {
         let pod = decode_pod(
             br#"{"metadata":{"name":"web-1","uid":"u","deletionTimestamp":"2026-11-25T14:03:11Z","deletionGracePeriodSeconds":30},
+                 "spec":{"containers":[{"name":"app"}],"terminationGracePeriodSeconds":45},
                  "status":{"podIP":"10.0.0.5","podIPs":[{"ip":"10.0.0.5"},{"ip":"fd00::5"}]}}"#,
         )
         .unwrap();
+        assert_eq!(pod.grace_period_seconds, Some(45));
         assert_eq!(pod.deletion_timestamp.as_deref(), Some("2026-11-25T14:03:11Z"));
         assert_eq!(pod.deletion_grace_period_seconds, Some(30));
         assert_eq!(pod.uid, "u");
@@ -1175,6 +1177,30 @@ mod tests {
         assert_eq!(st.map(|s| s.code), Some(403));
         assert_eq!(decode_status(b"<html>"), None);
         assert_eq!(decode_status(b"{}"), None);
+    }
+
+    /// A Service's spec and a SelfSubjectAccessReview's status, through the
+    /// one decoder `explain` reads both with; what is absent is the default.
+    #[test]
+    fn services_and_access_reviews() {
+        let svc = decode_brief(
+            br#"{"kind":"Service","metadata":{"name":"web"},"spec":{"ports":[{"port":80}],"type":"LoadBalancer",
+                 "publishNotReadyAddresses":true},"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.7"}]}}}"#,
+        )
+        .unwrap();
+        assert_eq!((svc.kind.as_str(), svc.publish_not_ready, svc.allowed), ("LoadBalancer", true, false));
+        let plain = decode_brief(br#"{"spec":{"clusterIP":"10.96.0.9"},"status":{"loadBalancer":{}}}"#).unwrap();
+        assert_eq!(plain, Brief::default());
+        let yes = decode_brief(
+            br#"{"kind":"SelfSubjectAccessReview","spec":{"resourceAttributes":{"verb":"watch"}},
+                 "status":{"allowed":true,"reason":"RBAC: allowed by RoleBinding"}}"#,
+        )
+        .unwrap();
+        assert_eq!((yes.allowed, yes.reason.as_str(), yes.kind.as_str()), (true, "RBAC: allowed by RoleBinding", ""));
+        let no = decode_brief(br#"{"status":{"allowed":false,"evaluationError":"no RBAC policy matched"}}"#).unwrap();
+        assert_eq!((no.allowed, no.evaluation_error.as_str()), (false, "no RBAC policy matched"));
+        assert!(decode_brief(br#"{"status":{"allowed":"yes"}}"#).is_err());
+        assert!(decode_brief(b"null").is_err());
     }
 
     #[test]
