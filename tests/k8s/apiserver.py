@@ -755,8 +755,9 @@ class Handler(BaseHTTPRequestHandler):
                 allowed = res in GROUPS and GROUPS[res][0] == group and verb in STATE.rbac.get(res, set())
         status = {"allowed": allowed}
         if allowed:
-            status["reason"] = 'RBAC: allowed by RoleBinding "lastcall/%s" of Role "lastcall" to ServiceAccount "default/%s"' % (
-                STATE.namespace, STATE.namespace)
+            # roleBindingDescriber in k8s.io/kubernetes/pkg/registry/rbac/validation/rule.go: name/namespace.
+            status["reason"] = ('RBAC: allowed by RoleBinding "lastcall-demo/%s" of Role "lastcall" to ServiceAccount '
+                                '"default/%s"' % (STATE.namespace, STATE.namespace))
         out = {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
                "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
         self.reply(201, out, "allowed=%s" % allowed)

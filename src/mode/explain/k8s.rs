@@ -149,8 +149,9 @@ pub fn check(cfg: &ShutdownConfig, found: &mut Findings, out: &mut Out) {
         match answer {
             Ok(r) => {
                 out.bool("allowed", r.allowed);
+                // Why not, when the authorizer says (RBAC gives no reason for a no).
                 let why = if r.evaluation_error.is_empty() { r.reason } else { r.evaluation_error };
-                out.opt("reason", (!why.is_empty()).then_some(why.as_str()));
+                out.opt("reason", (!r.allowed && !why.is_empty()).then_some(why.as_str()));
                 if !r.allowed && verb == "watch" {
                     found.warnings.push(format!(
                         "the ServiceAccount may not watch {what}: the drain polls the list every --poll-interval instead (grant watch, see deploy/rbac.yaml)"
@@ -261,7 +262,7 @@ fn endpoints(cfg: &ShutdownConfig, client: &Client, me: &Me, left: &dyn Fn() -> 
                         human(delay)
                     ));
                 }
-                if !lists_pod {
+                if !lists_pod && listing {
                     found.warnings.push(format!(
                         "Service {name} (--service) does not list pod {}: its selector does not match the pod's labels",
                         me.name
