@@ -272,6 +272,7 @@ impl Out {
     }
 
     /// A boolean that may be absent (Go's nil).
+    #[cfg_attr(not(feature = "k8s"), allow(dead_code))] // written by the k8s checks only
     pub fn flag(&mut self, key: &str, v: Option<bool>) {
         match v {
             Some(v) => self.bool(key, v),
@@ -279,6 +280,7 @@ impl Out {
         }
     }
 
+    #[cfg_attr(not(feature = "k8s"), allow(dead_code))] // written by the k8s checks only
     pub fn int(&mut self, key: &str, v: Option<i64>) {
         match v {
             Some(n) => {
