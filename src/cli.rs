@@ -201,11 +201,11 @@ struct DrainCli {
 78 with the list of problems otherwise; 2 bad usage."
 )]
 struct ExplainCli {
-    #[command(flatten)]
-    common: CommonArgs,
     /// Output format: text for people, json for scripts.
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     format: String,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 /// Run beside the app: serve GET /drain for preStop httpGet, optionally wrap a helper process.

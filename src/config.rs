@@ -672,6 +672,23 @@ mod tests {
         assert_eq!(init.command, vec!["proxy"]);
     }
 
+    #[test]
+    fn explain_mode_and_where_settings_came_from() {
+        let c = parse(&["-q", "explain", "--format", "json", "--grace-period", "9s"]).unwrap();
+        let Mode::Explain(e) = c.mode else { panic!("not explain") };
+        assert!(e.json);
+        assert_eq!(c.shutdown.budget.grace, ms(9000));
+        let from = |o: &str| e.settings.iter().find(|s| s.option == o).map(|s| (s.value.clone(), s.from.clone()));
+        assert_eq!(from("--grace-period"), Some((Some("9s".into()), "flag".into())));
+        assert_eq!(from("--stop-signal"), Some((Some("TERM".into()), "default".into())));
+        assert_eq!(from("--drain-delay"), Some((None, "unset".into())));
+        assert_eq!(from("--quiet"), Some((Some("1".into()), "flag".into())));
+        assert_eq!(from("--format"), None, "explain's own option is not a setting");
+        assert!(Cli::try_parse_from(["lastcall", "explain", "--format", "yaml"]).is_err());
+        let events = parse(&["explain", "--events"]);
+        assert_eq!(events.is_ok(), cfg!(feature = "k8s"), "{events:?}");
+    }
+
     fn sidecar(args: &[&str]) -> Result<SidecarConfig, ConfigError> {
         let c = parse(&std::iter::once("sidecar").chain(args.iter().copied()).collect::<Vec<_>>())?;
         let Mode::Sidecar(sc, _) = c.mode else { panic!("not sidecar") };
