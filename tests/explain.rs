@@ -283,6 +283,28 @@ fn grace_period_too_short() {
     assert!(d["fallback_ends_ms"].is_null() && d["strategies"] == json!(["delay"]), "{d}");
 }
 
+/// `--events` with any strategy: explain asks whether events may be
+/// created (a problem when not: they are configured and cannot work) and
+/// reads the pod for its uid; it does not list slices for a drain that
+/// does not watch them.
+#[test]
+fn events_permission() {
+    let api = ApiServer::web1();
+    let (code, v, mut p) = explain(Some(&api), &["--drain-delay", "3s", "--events"]);
+    p.check(code == 0, format!("exit {code}: {v:#}"));
+    let asked: Vec<String> =
+        v["kubernetes"]["permissions"].as_array().unwrap().iter().map(|q| format!("{} {}", q["verb"], q["resource"])).collect();
+    assert_eq!(asked, [r#""get" "pods""#, r#""create" "events.events.k8s.io""#]);
+    assert!(v["kubernetes"].get("endpoints").is_none(), "{v:#}");
+    assert_eq!(api.stats().count("list"), 0);
+
+    api.rbac_set("events", json!(false));
+    let (code, v, mut p) = explain(Some(&api), &["--drain-delay", "3s", "--events"]);
+    p.check(code == 78, format!("exit {code}: {v:#}"));
+    one_with(&mut p, &v["problems"], "--events is on, but the ServiceAccount may not create events.events.k8s.io");
+    assert_eq!(api.events(), Vec::<Value>::new(), "explain posts no event");
+}
+
 /// The k8s strategy outside a cluster: the first problem says so; without
 /// the k8s strategy there is no Kubernetes section and nothing to complain
 /// about.
