@@ -20,6 +20,19 @@ pub struct Cli {
 pub enum Mode {
     Drain { common: CommonArgs },
     Sidecar { init: InitArgs, common: CommonArgs, sidecar: Box<SidecarArgs>, command: Vec<String> },
+    Explain { common: CommonArgs, json: bool, settings: Vec<Setting> },
+}
+
+/// One option as `lastcall explain` shows it: its value and where the value
+/// came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    /// `--grace-period`.
+    pub option: String,
+    /// The value as given (a list joined with commas); None when unset.
+    pub value: Option<String>,
+    /// `flag`, `env LASTCALL_…`, `default` or `unset`.
+    pub from: String,
 }
 
 impl Cli {
@@ -34,7 +47,7 @@ impl Cli {
     ///
     /// Options may come before the mode name too (`lastcall -q drain`): a
     /// command line whose program (the first word after the options, with
-    /// no `--` before it) is `drain` or `sidecar` is that mode, with those
+    /// no `--` before it) is `drain`, `sidecar` or `explain` is that mode, with those
     /// options moved after the name. `lastcall -- drain` runs a program
     /// named drain.
     pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
@@ -46,6 +59,7 @@ impl Cli {
         match args.get(1).and_then(|a| a.to_str()) {
             Some("drain") => Self::drain(&args[1..]),
             Some("sidecar") => Self::sidecar(&args[1..]),
+            Some("explain") => Self::explain(&args[1..]),
             _ => {
                 let i = InitCli::try_parse_from(&args)?;
                 if let Some(mode_at) = mode_word(&args, &i.command) {
@@ -54,7 +68,11 @@ impl Cli {
                         .chain(args[1..mode_at].iter().cloned())
                         .chain(args[mode_at + 1..].iter().cloned())
                         .collect();
-                    return if i.command[0] == "drain" { Self::drain(&moved) } else { Self::sidecar(&moved) };
+                    return match i.command[0].as_str() {
+                        "drain" => Self::drain(&moved),
+                        "explain" => Self::explain(&moved),
+                        _ => Self::sidecar(&moved),
+                    };
                 }
                 Ok(Cli { mode: None, init: i.init, common: i.common, command: i.command })
             }
@@ -75,12 +93,43 @@ impl Cli {
             command: vec![],
         })
     }
+
+    /// `lastcall explain`: its own parser, kept with its matches, which say
+    /// where each value came from (clap's `ValueSource`).
+    fn explain(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = ExplainCli::command();
+        let mut m = cmd.try_get_matches_from_mut(args)?;
+        let settings: Vec<Setting> = cmd
+            .get_arguments()
+            .filter(|a| !matches!(a.get_id().as_str(), "help" | "version" | "format"))
+            .filter_map(|a| {
+                let id = a.get_id().as_str();
+                let value = m.get_raw(id).map(|v| v.map(|s| s.to_string_lossy()).collect::<Vec<_>>().join(","));
+                let from = match m.value_source(id) {
+                    Some(clap::parser::ValueSource::CommandLine) => "flag".to_string(),
+                    Some(clap::parser::ValueSource::EnvVariable) => format!("env {}", a.get_env().unwrap_or_default().to_string_lossy()),
+                    Some(_) => "default".to_string(),
+                    None => "unset".to_string(),
+                };
+                Some(Setting { option: format!("--{}", a.get_long()?), value: value.filter(|_| from != "unset"), from })
+            })
+            .collect();
+        // After the settings: this takes the values out of the matches.
+        let e = ExplainCli::from_arg_matches_mut(&mut m)?;
+        Ok(Cli {
+            mode: Some(Mode::Explain { common: e.common, json: e.format == "json", settings }),
+            init: InitArgs::default(),
+            common: CommonArgs::default(),
+            command: vec![],
+        })
+    }
 }
 
 /// Where the mode name stands in `args`, when the parsed command is a mode
 /// name that no `--` preceded.
 fn mode_word(args: &[std::ffi::OsString], command: &[String]) -> Option<usize> {
-    if !matches!(command.first().map(String::as_str), Some("drain" | "sidecar")) {
+    if !matches!(command.first().map(String::as_str), Some("drain" | "sidecar" | "explain")) {
         return None;
     }
     let at = args.len().checked_sub(command.len())?;
@@ -119,8 +168,9 @@ const VERSION: &str = env!("LASTCALL_VERSION");
     name = "lastcall",
     version = VERSION,
     about,
-    override_usage = "lastcall [OPTIONS] -- CMD [ARGS]...\n       lastcall drain [OPTIONS]\n       lastcall sidecar [OPTIONS] [-- CMD [ARGS]...]",
-    after_help = "Modes: `lastcall drain --help` (preStop hook), `lastcall sidecar --help` (beside the app).\n\
+    override_usage = "lastcall [OPTIONS] -- CMD [ARGS]...\n       lastcall drain [OPTIONS]\n       lastcall sidecar [OPTIONS] [-- CMD [ARGS]...]\n       lastcall explain [OPTIONS]",
+    after_help = "Modes: `lastcall drain --help` (preStop hook), `lastcall sidecar --help` (beside the app), \
+`lastcall explain --help` (check the settings and the cluster).\n\
 Exit status: the child's; 128+N if it died of signal N; 2 bad usage; \
 126 command not executable; 127 command not found; 125 lastcall failed before the child ran; 78 --strict check failed."
 )]
@@ -140,6 +190,24 @@ struct InitCli {
 #[derive(Debug, Parser)]
 #[command(name = "lastcall drain", bin_name = "lastcall drain", version = VERSION)]
 struct DrainCli {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Dry run: show the settings and where each came from, the deadlines they give, and (with the k8s
+/// strategy) what the API server says about this pod; nothing is drained or stopped.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lastcall explain",
+    bin_name = "lastcall explain",
+    version,
+    after_help = "Exit status: 0 when everything the configured drain needs works (warnings may be listed); \
+78 with the list of problems otherwise; 2 bad usage."
+)]
+struct ExplainCli {
+    /// Output format: text for people, json for scripts.
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    format: String,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -293,6 +361,11 @@ pub struct K8sArgs {
     /// Exit with status 78 at startup when the Kubernetes API cannot be used, instead of warning.
     #[arg(long, env = "LASTCALL_STRICT")]
     pub strict: bool,
+
+    /// Post Kubernetes Events on the pod: how the drain ended, a fallback, a SIGKILL (needs create on
+    /// events.events.k8s.io).
+    #[arg(long, env = "LASTCALL_EVENTS")]
+    pub events: bool,
 }
 
 #[derive(Debug, Args, Default)]

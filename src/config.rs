@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{Cli, CommonArgs, InitArgs, Mode as CliMode, SidecarArgs};
+use crate::cli::{Cli, CommonArgs, InitArgs, Mode as CliMode, Setting, SidecarArgs};
 use crate::deadline::Budget;
 use crate::exit_status::Remap;
 use crate::signals::{Rewrites, Signal};
@@ -74,6 +74,8 @@ pub struct K8sConfig {
     pub pod_ips: Vec<String>,
     pub services: Vec<String>,
     pub strict: bool,
+    /// Post Kubernetes Events about the shutdown (`--events`).
+    pub events: bool,
 }
 
 /// The shutdown sequence's settings, shared by every mode.
@@ -199,6 +201,16 @@ pub enum Mode {
     Drain,
     /// Beside the app; the child is optional.
     Sidecar(SidecarConfig, InitConfig),
+    /// `lastcall explain`: a dry run.
+    Explain(ExplainConfig),
+}
+
+/// What `lastcall explain` shows besides the validated settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExplainConfig {
+    pub json: bool,
+    /// Every option, its value and where that came from.
+    pub settings: Vec<Setting>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -241,6 +253,7 @@ impl Config {
                 let sc = sidecar_config(&sidecar, !command.is_empty())?;
                 (Mode::Sidecar(sc, init_config(&init, command)?), common)
             }
+            Some(CliMode::Explain { common, json, settings }) => (Mode::Explain(ExplainConfig { json, settings }), common),
         };
         let log = log_config(&common.log)?;
         let shutdown = shutdown_config(&common)?;
@@ -360,6 +373,9 @@ fn sidecar_config(a: &SidecarArgs, has_command: bool) -> Result<SidecarConfig, C
 
 fn shutdown_config(c: &CommonArgs) -> Result<ShutdownConfig, ConfigError> {
     let strategies = strategies(&c.drain, c.drain_delay.is_some())?;
+    if c.k8s.events && !cfg!(feature = "k8s") {
+        return Err(ConfigError::Usage("--events is not built into this lastcall (rebuild with the cargo feature \"k8s\")"));
+    }
     let budget = budget(
         duration("--grace-period", &c.grace_period)?,
         c.kill_margin.as_deref().map(|d| duration("--kill-margin", d)).transpose()?,
@@ -403,6 +419,7 @@ fn shutdown_config(c: &CommonArgs) -> Result<ShutdownConfig, ConfigError> {
                 pod_ips: pod_ips(&k.pod_ip)?,
                 services: services(&k.service)?,
                 strict: k.strict,
+                events: k.events,
             },
         },
     })
@@ -719,6 +736,23 @@ mod tests {
         let Mode::Sidecar(sc, init) = c.mode else { panic!() };
         assert_eq!(sc.wait_ports, vec![8080]);
         assert_eq!(init.command, vec!["proxy"]);
+    }
+
+    #[test]
+    fn explain_mode_and_where_settings_came_from() {
+        let c = parse(&["-q", "explain", "--format", "json", "--grace-period", "9s"]).unwrap();
+        let Mode::Explain(e) = c.mode else { panic!("not explain") };
+        assert!(e.json);
+        assert_eq!(c.shutdown.budget.grace, ms(9000));
+        let from = |o: &str| e.settings.iter().find(|s| s.option == o).map(|s| (s.value.clone(), s.from.clone()));
+        assert_eq!(from("--grace-period"), Some((Some("9s".into()), "flag".into())));
+        assert_eq!(from("--stop-signal"), Some((Some("TERM".into()), "default".into())));
+        assert_eq!(from("--drain-delay"), Some((None, "unset".into())));
+        assert_eq!(from("--quiet"), Some((Some("1".into()), "flag".into())));
+        assert_eq!(from("--format"), None, "explain's own option is not a setting");
+        assert!(Cli::try_parse_from(["lastcall", "explain", "--format", "yaml"]).is_err());
+        let events = parse(&["explain", "--events"]);
+        assert_eq!(events.is_ok(), cfg!(feature = "k8s"), "{events:?}");
     }
 
     fn sidecar(args: &[&str]) -> Result<SidecarConfig, ConfigError> {

@@ -373,7 +373,7 @@ impl Visit for Fields {
 
 /// A JSON string literal (RFC 8259 §7): quote, backslash and control
 /// characters escaped; everything else is valid UTF-8 already.
-fn json_string(out: &mut String, s: &str) {
+pub fn json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

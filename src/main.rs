@@ -41,12 +41,17 @@ fn run() -> i32 {
             return EXIT_USAGE;
         }
     };
-    let program = if cfg.mode == Mode::Drain { "lastcall drain" } else { "lastcall" };
+    let program = match cfg.mode {
+        Mode::Drain => "lastcall drain",
+        Mode::Explain(_) => "lastcall explain",
+        _ => "lastcall",
+    };
     logging::init(&cfg.log, program);
     let result = match &cfg.mode {
         Mode::Init(init) => supervise::run(init, &cfg.shutdown),
         Mode::Drain => Ok(mode::drain::run(&cfg.shutdown)),
         Mode::Sidecar(sidecar, init) => mode::sidecar::run(sidecar, init, &cfg.shutdown),
+        Mode::Explain(explain) => Ok(mode::explain::run(explain, &cfg.shutdown)),
     };
     let code = result.unwrap_or_else(|failure| {
         tracing::error!("{failure}");

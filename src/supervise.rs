@@ -250,6 +250,9 @@ impl<'a> Supervisor<'a> {
         if let Some(log) = &self.shutdown.termination_log {
             self.report.write(&log.path, log.create);
         }
+        // Events still being posted get a moment (the app is gone already).
+        #[cfg(feature = "k8s")]
+        drain::k8s::events::flush(std::time::Duration::from_secs(1));
         Ok(code)
     }
 
@@ -479,6 +482,8 @@ impl<'a> Supervisor<'a> {
                 }
                 warn!(t_ms, count = left.len(), processes = %left.join(" "), "SIGKILL sent");
                 self.report.kill = Some(Kill::Sent { t_ms, processes: left.len() });
+                #[cfg(feature = "k8s")]
+                drain::k8s::events::killed(&self.shutdown.drain.k8s, t_ms, left.len());
             }
             Action::Exit(exit) => {
                 let code = self.init.remap.exit_code(exit);
@@ -530,6 +535,11 @@ impl<'a> Supervisor<'a> {
         let kill_in_ms = self.machine.kill_in_ms(now);
         if sent.is_ok() && self.report.stop_sent.is_none() {
             self.report.stop_sent = Some((to, t_ms));
+            // The drain's story as an event, once the signal is on its way.
+            #[cfg(feature = "k8s")]
+            if let Some((ms, why, cut_short)) = &self.report.drain {
+                drain::k8s::events::drain_ended(&self.shutdown.drain.k8s, *ms, why, *cut_short);
+            }
         }
         match sent {
             Ok(()) => info!(t_ms, signal = %to, pid = self.child.pid.as_raw(), target, kill_in_ms, "stop signal sent to the app"),

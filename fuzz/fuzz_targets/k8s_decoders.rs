@@ -1,7 +1,8 @@
 //! The Kubernetes decoders on arbitrary bytes: an EndpointSlice list (whole
-//! and streamed page by page), a Pod, a watch event line, a Status, and the
-//! deletionTimestamp parser. None may panic; a list decoded both ways must
-//! give the same slices.
+//! and streamed page by page), a Pod, a watch event line, a Status, a
+//! Service or SelfSubjectAccessReview answer, and the deletionTimestamp
+//! parser. None may panic; a list decoded both ways must give the same
+//! slices.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -25,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = slices::decode_pod(data);
     let _ = slices::decode_event(data);
     let _ = slices::decode_status(data);
+    let _ = slices::decode_brief(data);
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = rfc3339::parse(text);
     }

@@ -1,6 +1,7 @@
 //! The ways to run lastcall besides the PID 1 entrypoint (`supervise.rs`).
 
 pub mod drain;
+pub mod explain;
 
 #[cfg(feature = "sidecar")]
 pub mod sidecar;

@@ -6,6 +6,9 @@ Standard library only. Serves, over TLS with a fresh CA:
   GET /apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices[/{name}]   (list, watch, get)
   GET /apis/discovery.k8s.io/v1/endpointslices                             (all namespaces)
   GET /api/v1/namespaces/{ns}/pods[/{name}]                                (get, list, watch)
+  GET /api/v1/namespaces/{ns}/services[/{name}]                            (get, list, watch)
+  POST /apis/events.k8s.io/v1/namespaces/{ns}/events                        (create; GET lists them)
+  POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews               (create: answered from `rbac`)
 
 Usage: python3 apiserver.py --dir DIR [--namespace NS] [--ipv6]
 
@@ -17,7 +20,9 @@ Every API request is logged on stderr.
 Control commands ({"cmd": NAME, ...}; "namespace" is optional everywhere, default --namespace):
   add_pod         name, ip | ips[], uid?, grace? (30), ready? (true), node?, labels?    -> uid, resourceVersion
   add_service     name, slices? (1), publishNotReadyAddresses? (false), ip_family? IPv4|IPv6|dual,
-                  ports? [{name,protocol,port}], labels?, uid?                          -> uid, slices[] (names)
+                  ports? [{name,protocol,port}], labels?, uid?, type? (ClusterIP | NodePort |
+                  LoadBalancer), selector? ({app: name})  -> uid, slices[] (names); the Service object
+                  itself is served too [svc]
   add_bulk        services? (1), endpoints? (100 per service), max_per_slice? (100), prefix? ("bulk")
                   -> slices, endpoints: a big namespace (endpoints of pods without Pod objects)
   add_endpoint    service, pod, slice? (index or name, 0), ready?/serving?/terminating? (bool, or null =
@@ -31,7 +36,10 @@ Control commands ({"cmd": NAME, ...}; "namespace" is optional everywhere, defaul
   remove_pod      name, propagate? (true: drop its endpoints too)                       -> slices[]
   delete_slice    service, slice? (0)                                                   -> slice
   rotate_token    accept_old? (false), token? -> token (also written to DIR/token);  revoke_old_tokens
-  rbac            endpointslices?, pods?: true (get/list/watch) | false | ["list","watch",...]
+  rbac            endpointslices?, pods?, services?, events?, selfsubjectaccessreviews?: true (every verb
+                  the resource serves: get/list/watch, events also create, SSARs only create) | false |
+                  ["list","watch",...]; SelfSubjectAccessReviews answer from the same settings [ssar]
+  events          -> events[] (every Event created, in order) [events]
   fault           kind: list|watch|get-slice|get-pod (alias pod)|list-pod|watch-pod|other|any,
                   fault: hang|status:<code>|reset|garbage|reset_mid_stream|garbage_event|slow_headers:<ms>
                   |drip_body:<ms> (the answer's body, or each watch event, one byte every <ms>);
@@ -45,7 +53,8 @@ Control commands ({"cmd": NAME, ...}; "namespace" is optional everywhere, defaul
   compact         rv? (current)                                                         -> compacted
   bookmark        -> watchers (with allowWatchBookmarks), resourceVersion
   close_watches   error? ("expired" | HTTP code: send that ERROR event first)           -> watchers
-  stats           -> counts{list,watch,get-slice,get-pod,list-pod,watch-pod,other}, requests[{method,path,kind}],
+  stats           -> counts{list,watch,get-slice,get-pod,list-pod,watch-pod,get-service,create-event,ssar,other},
+                     requests[{method,path,kind}],
                      active_watches, resourceVersion;   reset_stats
   wait_watches    count? (1), resource?, timeout_ms? (10000)    blocks until that many watches are open
   wait_requests   kind? (list), count? (1), timeout_ms? (10000) blocks until that many requests were counted
@@ -70,6 +79,18 @@ References (cited as [concepts], [rv], ...):
              process re-initialises its watch cache from etcd at the current RV, so a watch from an
              older RV gets "too old resource version" (410); until the cache is ready, LIST and WATCH
              get 429 "storage is (re)initializing" with Retry-After (KEP-4568, Kubernetes 1.31+).
+  [svc]      https://kubernetes.io/docs/reference/kubernetes-api/service-resources/service-v1/ (spec.type
+             defaults to ClusterIP; publishNotReadyAddresses is omitted when false, omitempty)
+  [ssar]     https://kubernetes.io/docs/reference/kubernetes-api/authorization-resources/self-subject-access-review-v1/
+             (create only; status.allowed required, reason optional; the RBAC authorizer gives no
+             opinion rather than a denial, so `denied` stays unset) and the bootstrap ClusterRole
+             system:basic-user, which lets every authenticated user create them
+  [events]   https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/event-v1/ and
+             k8s.io/kubernetes/pkg/apis/core/validation/events.go ValidateEventCreate (events.k8s.io/v1:
+             eventTime required, exactly six fractional digits as metav1.MicroTime parses it;
+             reportingController a qualified name; reportingInstance, action, reason required, each at
+             most 128 characters; type Normal or Warning; note at most 1024; the deprecated fields
+             unset); 422 Invalid with one cause per field, as NewInvalid writes it
   [drip]     A slow or hostile peer on the path to the API (the pod network is shared): any number of
              bytes, each within any per-read timeout, never finishing a TLS record or a response.
 """
@@ -97,12 +118,20 @@ from urllib.parse import parse_qsl, urlsplit
 GROUPS = {  # resource -> (API group, apiVersion, kind)
     "endpointslices": ("discovery.k8s.io", "discovery.k8s.io/v1", "EndpointSlice"),
     "pods": ("", "v1", "Pod"),
+    "services": ("", "v1", "Service"),
+    "events": ("events.k8s.io", "events.k8s.io/v1", "Event"),
+    "selfsubjectaccessreviews": ("authorization.k8s.io", "authorization.k8s.io/v1", "SelfSubjectAccessReview"),
+}
+VERBS = {  # what `rbac ...: true` grants: the verbs each resource serves here
+    "endpointslices": {"get", "list", "watch"}, "pods": {"get", "list", "watch"},
+    "services": {"get", "list", "watch"}, "events": {"create", "get", "list", "watch"},
+    "selfsubjectaccessreviews": {"create"},
 }
 MANAGED_BY = "endpointslice-controller.k8s.io"
 # utilrand.String alphabet used for generateName suffixes (k8s.io/apimachinery/pkg/util/rand).
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 KIND_ALIASES = {"pod": "get-pod", "get": "get-slice", "slice": "get-slice"}
-KINDS = ("list", "watch", "get-slice", "get-pod", "list-pod", "watch-pod", "other")
+KINDS = ("list", "watch", "get-slice", "get-pod", "list-pod", "watch-pod", "get-service", "create-event", "ssar", "other")
 REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
            405: "MethodNotAllowed", 409: "Conflict", 410: "Expired", 422: "Invalid",
            429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
@@ -249,7 +278,8 @@ class State:
         self.history = []  # (rv, resource, ns, type, obj, prev_obj); never truncated physically
         self.token = self.new_token()
         self.old_tokens = set()
-        self.rbac = {"endpointslices": {"get", "list", "watch"}, "pods": {"get", "list", "watch"}}
+        self.rbac = {res: set(verbs) for res, verbs in VERBS.items()}
+        self.events = []  # every Event created, in order
         self.faults = {}  # kind -> [{"fault": str, "remaining": int (-1 = until cleared)}]
         self.counts = dict.fromkeys(KINDS, 0)
         self.requests = []
@@ -534,15 +564,20 @@ class Handler(BaseHTTPRequestHandler):
     def route(self, parts):
         """-> (resource, namespace or None, name or None) or None."""
         if parts[:3] == ["apis", "discovery.k8s.io", "v1"]:
-            rest, resource = parts[3:], "endpointslices"
+            rest, served = parts[3:], ("endpointslices",)
+        elif parts[:3] == ["apis", "events.k8s.io", "v1"]:
+            rest, served = parts[3:], ("events",)
+        elif parts[:3] == ["apis", "authorization.k8s.io", "v1"]:
+            # Cluster-scoped, create only.
+            return ("selfsubjectaccessreviews", None, None) if parts[3:] == ["selfsubjectaccessreviews"] else None
         elif parts[:2] == ["api", "v1"]:
-            rest, resource = parts[2:], "pods"
+            rest, served = parts[2:], ("pods", "services")
         else:
             return None
-        if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] == resource and len(rest) <= 4:
-            return resource, rest[1], rest[3] if len(rest) == 4 else None
-        if rest == [resource]:
-            return resource, None, None
+        if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] in served and len(rest) <= 4:
+            return rest[2], rest[1], rest[3] if len(rest) == 4 else None
+        if len(rest) == 1 and rest[0] in served:
+            return rest[0], None, None
         return None
 
     def dispatch(self):
@@ -563,9 +598,16 @@ class Handler(BaseHTTPRequestHandler):
             resource, ns, name = r
             if resource == "endpointslices":
                 self.kind = "get-slice" if name else ("watch" if watch else "list")
-            else:
+            elif resource == "pods":
                 self.kind = "get-pod" if name else ("watch-pod" if watch else "list-pod")
+            elif resource == "services" and name:
+                self.kind = "get-service"
+        elif r and self.command == "POST":
+            self.kind = {"events": "create-event", "selfsubjectaccessreviews": "ssar"}.get(r[0], "other")
         hdr = self.headers.get("Authorization", "")
+        # A request body is read whatever the answer, so the connection stays in step.
+        n = int(self.headers.get("Content-Length") or 0) if self.command == "POST" else 0
+        self.body = self.rfile.read(n) if n > 0 else b""
         with st.lock:
             st.counts[self.kind] += 1
             st.requests.append({"method": self.command, "path": self.path, "kind": self.kind})
@@ -594,14 +636,18 @@ class Handler(BaseHTTPRequestHandler):
         if r is None:
             return self.reply_status(status_obj(404, "the server could not find the requested resource",
                                                 details={}))
-        if self.command not in ("GET", "HEAD"):
+        resource, ns, name = r
+        creates = resource in ("events", "selfsubjectaccessreviews")
+        if not (self.command in ("GET", "HEAD") and resource != "selfsubjectaccessreviews"
+                or self.command == "POST" and creates and not name):
             return self.reply_status(status_obj(405, "the server does not allow this method on the requested resource",
                                                 details={}))
-        resource, ns, name = r
-        verb = "get" if name else ("watch" if watch else "list")
+        verb = "create" if self.command == "POST" else ("get" if name else ("watch" if watch else "list"))
         try:
             if self.forbidden(resource, verb, ns, name):
                 return
+            if verb == "create":
+                return self.serve_create(resource, ns)
             if name:
                 return self.serve_get(resource, ns, name)
             if watch:
@@ -672,6 +718,116 @@ class Handler(BaseHTTPRequestHandler):
         self.reply_status(status_obj(403, "%s is forbidden: %s" % (head, why),
                                      details={"name": name, "group": group, "kind": resource}))
         return True
+
+    # ---- create ----
+    def read_body(self):
+        try:
+            obj = json.loads(self.body)
+        except ValueError as e:
+            raise BadRequest("the body of the request was in an unknown format: %s" % e)
+        if not isinstance(obj, dict):
+            raise BadRequest("the body of the request is not an object")
+        return obj
+
+    def serve_create(self, resource, ns):
+        obj = self.read_body()
+        _, api_version, kind = GROUPS[resource]
+        if obj.get("apiVersion") != api_version or obj.get("kind") != kind:
+            raise BadRequest("the API version in the data (%s) does not match the expected API version (%s)"
+                             % (obj.get("apiVersion"), api_version))
+        if resource == "selfsubjectaccessreviews":
+            return self.serve_ssar(obj)
+        return self.serve_event(obj, ns)
+
+    def serve_ssar(self, obj):
+        """[ssar] Answers from the `rbac` settings; the ServiceAccount is the only subject here."""
+        spec = obj.get("spec") or {}
+        attrs = spec.get("resourceAttributes")
+        if (attrs is None) == (spec.get("nonResourceAttributes") is None):
+            return self.reply_status(status_obj(
+                422, 'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: spec.resourceAttributes: Invalid '
+                'value: "null": exactly one of nonResourceAttributes or resourceAttributes must be specified',
+                reason="Invalid", details={"group": "authorization.k8s.io", "kind": "SelfSubjectAccessReview"}))
+        allowed = False
+        if attrs is not None:
+            res, group, verb = attrs.get("resource", ""), attrs.get("group", ""), attrs.get("verb", "")
+            with STATE.lock:
+                allowed = res in GROUPS and GROUPS[res][0] == group and verb in STATE.rbac.get(res, set())
+        status = {"allowed": allowed}
+        if allowed:
+            # roleBindingDescriber in k8s.io/kubernetes/pkg/registry/rbac/validation/rule.go: name/namespace.
+            status["reason"] = ('RBAC: allowed by RoleBinding "lastcall-demo/%s" of Role "lastcall" to ServiceAccount '
+                                '"default/%s"' % (STATE.namespace, STATE.namespace))
+        out = {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+               "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
+        self.reply(201, out, "allowed=%s" % allowed)
+
+    def serve_event(self, ev, ns):
+        """[events] Validates as ValidateEventCreate does for events.k8s.io/v1, then stores it."""
+        meta = ev.get("metadata") or {}
+        causes = []
+
+        def bad(field, why, value=""):
+            causes.append({"reason": "FieldValueInvalid" if why != "Required value" else "FieldValueRequired",
+                           "message": "%s: %s" % (why, value) if value else why, "field": field})
+
+        name = meta.get("name") or ""
+        if not name and not meta.get("generateName"):
+            bad("metadata.name", "Required value")
+        elif name and not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name) or len(name) > 253:
+            bad("metadata.name", "Invalid value", name)
+        if meta.get("namespace", ns) != ns:
+            return self.reply_status(status_obj(400, "the namespace of the provided object does not match the "
+                                                "namespace sent on the request"))
+        t = ev.get("eventTime")
+        if not t:
+            bad("eventTime", "Required value")
+        elif not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)", t):
+            # metav1.MicroTime parses with RFC3339Micro: the six digits are required [events].
+            return self.reply_status(status_obj(400, 'Event in version "v1" cannot be handled as a Event: '
+                                                'parsing time "%s" as "2006-01-02T15:04:05.000000Z07:00": '
+                                                'cannot parse' % t, reason="BadRequest"))
+        if ev.get("type") not in ("Normal", "Warning"):
+            bad("type", "Invalid value", "has invalid value: %s" % ev.get("type", ""))
+        ctrl = ev.get("reportingController") or ""
+        if not ctrl:
+            bad("reportingController", "Required value")
+        elif not re.fullmatch(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                              r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", ctrl):
+            bad("reportingController", "Invalid value", ctrl)
+        for field, limit in (("reportingInstance", 128), ("action", 128), ("reason", 128)):
+            v = ev.get(field) or ""
+            if not v:
+                bad(field, "Required value")
+            elif len(v.encode()) > limit:
+                bad(field, "Invalid value", "can have at most %d characters" % limit)
+        if len((ev.get("note") or "").encode()) > 1024:
+            bad("message", "Invalid value", "can have at most 1024 characters")
+        regarding = ev.get("regarding") or {}
+        if not regarding.get("namespace") and ns not in ("default", "kube-system"):
+            bad("involvedObject.namespace", "Invalid value", "does not match event.namespace")
+        for field in ("deprecatedFirstTimestamp", "deprecatedLastTimestamp", "deprecatedCount", "deprecatedSource", "series"):
+            if ev.get(field):
+                bad(field, "Invalid value", "needs to be unset")
+        if causes:
+            msg = "; ".join("%s: %s" % (c["field"], c["message"]) for c in causes)
+            return self.reply_status(status_obj(
+                422, 'Event.events.k8s.io "%s" is invalid: %s' % (name, msg), reason="Invalid",
+                details={"name": name, "group": "events.k8s.io", "kind": "Event", "causes": causes}))
+        st = STATE
+        with st.lock:
+            if not name:
+                name = meta["generateName"] + random_suffix()
+            if ("events", ns, name) in st.objects:
+                return self.reply_status(status_obj(409, 'events.events.k8s.io "%s" already exists' % name,
+                                                    reason="AlreadyExists",
+                                                    details={"name": name, "group": "events.k8s.io", "kind": "events"}))
+            ev = copy.deepcopy(ev)
+            ev["metadata"] = dict(meta, name=name, namespace=ns, uid=new_uid(), resourceVersion="",
+                                  creationTimestamp=rfc3339())
+            st.put("events", ev, "ADDED")
+            st.events.append(copy.deepcopy(ev))
+        self.reply(201, ev, "event %s %s" % (ev.get("type"), ev.get("reason")))
 
     # ---- get / list ----
     def serve_get(self, resource, ns, name):
@@ -1029,16 +1185,50 @@ def cmd_add_service(st, c):
     ports = c.get("ports", [{"name": "http", "protocol": "TCP", "port": 8080}])
     svc = {"ns": ns, "name": c["name"], "uid": c.get("uid") or new_uid(),
            "publishNotReadyAddresses": bool(c.get("publishNotReadyAddresses", False)), "slices": []}
+    kind = c.get("type", "ClusterIP")
+    if kind not in ("ClusterIP", "NodePort", "LoadBalancer"):
+        raise ValueError("unsupported Service type %r" % kind)
     with st.lock:
         if (ns, c["name"]) in st.services:
             raise ValueError("service %r exists" % c["name"])
         st.services[(ns, c["name"])] = svc
+        st.put("services", service_object(svc, kind, families, ports, c.get("selector", {"app": c["name"]}),
+                                          c.get("labels", {})), "ADDED")
         for fam in families:
             for _ in range(int(c.get("slices", 1))):
                 sl = new_slice(svc, fam, ports, c.get("labels", {}))
                 svc["slices"].append(sl["metadata"]["name"])
                 st.put("endpointslices", sl, "ADDED")
         return {"uid": svc["uid"], "slices": list(svc["slices"])}
+
+
+def service_object(svc, kind, families, ports, selector, labels):
+    """The core/v1 Service as the API server returns it after defaulting [svc]."""
+    n = int(svc["uid"].replace("-", "")[:4], 16) % 250 + 2
+    ips = [{"IPv4": "10.96.0.%d" % n, "IPv6": "fd00:10:96::%x" % n}[f] for f in families]
+    spec_ports = []
+    for i, p in enumerate(ports):
+        sp = {"name": p.get("name", ""), "protocol": p.get("protocol", "TCP"), "port": p["port"],
+              "targetPort": p.get("targetPort", p["port"])}
+        if kind != "ClusterIP":
+            sp["nodePort"] = 30000 + (n * 7 + i) % 2768
+        spec_ports.append(sp)
+    spec = {"ports": spec_ports, "selector": selector, "clusterIP": ips[0], "clusterIPs": ips, "type": kind,
+            "sessionAffinity": "None", "ipFamilies": families,
+            "ipFamilyPolicy": "RequireDualStack" if len(families) > 1 else "SingleStack",
+            "internalTrafficPolicy": "Cluster"}
+    if kind != "ClusterIP":
+        spec["externalTrafficPolicy"] = "Cluster"
+    if kind == "LoadBalancer":
+        spec["allocateLoadBalancerNodePorts"] = True
+    if svc["publishNotReadyAddresses"]:
+        spec["publishNotReadyAddresses"] = True  # omitempty: absent when false
+    status = {"loadBalancer": {"ingress": [{"ip": "203.0.113.%d" % n, "ipMode": "VIP"}]} if kind == "LoadBalancer" else {}}
+    meta = {"name": svc["name"], "namespace": svc["ns"], "uid": svc["uid"], "resourceVersion": "",
+            "creationTimestamp": rfc3339()}
+    if labels:
+        meta["labels"] = dict(labels)
+    return {"kind": "Service", "apiVersion": "v1", "metadata": meta, "spec": spec, "status": status}
 
 
 def random_suffix():
@@ -1264,7 +1454,7 @@ def cmd_rbac(st, c):
         for res in GROUPS:
             if res in c:
                 v = c[res]
-                st.rbac[res] = set(v) if isinstance(v, list) else ({"get", "list", "watch"} if v else set())
+                st.rbac[res] = set(v) if isinstance(v, list) else (set(VERBS[res]) if v else set())
         return {"rbac": {k: sorted(v) for k, v in st.rbac.items()}}
 
 
@@ -1360,6 +1550,11 @@ def cmd_restart(st, c):
     start_server(st, old.server_address[:2], type(old))
     sys.stderr.write("apiserver: listening again (epoch %d), watch cache from rv %d\n" % (st.epoch, st.watch_floor_rv))
     return {"resourceVersion": str(st.rv), "down_ms": int((time.monotonic() - down) * 1000), "epoch": st.epoch}
+
+
+def cmd_events(st, c):
+    with st.lock:
+        return {"events": copy.deepcopy(st.events)}
 
 
 def cmd_stats(st, c):

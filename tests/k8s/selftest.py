@@ -21,6 +21,9 @@ from urllib.parse import quote
 HERE = os.path.dirname(os.path.abspath(__file__))
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
 PODS = "/api/v1/namespaces/default/pods"
+SERVICES = "/api/v1/namespaces/default/services"
+EVENTS = "/apis/events.k8s.io/v1/namespaces/default/events"
+SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 SEL = "?labelSelector=" + quote("kubernetes.io/service-name=web", safe="")
 
 
@@ -62,6 +65,17 @@ class Server:
         c.request("GET", path, headers=hdrs)
         r = c.getresponse()
         return r, r.read()
+
+    def post(self, path, obj, expect, token=True):
+        c = self.conn()
+        hdrs = {"Content-Type": "application/json"}
+        if token:
+            hdrs["Authorization"] = "Bearer " + self.token
+        c.request("POST", path, body=json.dumps(obj).encode(), headers=hdrs)
+        r = c.getresponse()
+        body = r.read()
+        assert r.status == expect, (r.status, body)
+        return json.loads(body)
 
     def json(self, path, expect=200, **kw):
         r, body = self.get(path, **kw)
@@ -729,7 +743,7 @@ def stats(s):
     st = s.ok(cmd="wait_requests", kind="watch", count=1)
     st = s.ok(cmd="stats")
     assert st["counts"] == {"list": 1, "watch": 1, "get-slice": 1, "get-pod": 1, "list-pod": 0, "watch-pod": 0,
-                            "other": 1}, st["counts"]
+                            "get-service": 0, "create-event": 0, "ssar": 0, "other": 1}, st["counts"]
     assert st["active_watches"] == 1
     assert [(q["method"], q["path"]) for q in st["requests"]][:2] == [
         ("GET", SLICES + SEL), ("GET", SLICES + "/" + names[0])]
@@ -757,6 +771,89 @@ def ipv6_slices_and_pod_watch(s):
     assert event(r)["type"] == "DELETED"
     s.json(PODS + "/v6-1", 404)
     c.close()
+
+
+@test
+def services(s):
+    setup_web(s, pnra=True)
+    s.ok(cmd="add_service", name="edge", type="LoadBalancer")
+    web = s.json(SERVICES + "/web")
+    assert web["kind"] == "Service" and web["apiVersion"] == "v1" and web["metadata"]["name"] == "web"
+    sp = web["spec"]
+    assert sp["type"] == "ClusterIP" and sp["publishNotReadyAddresses"] is True and sp["selector"] == {"app": "web"}
+    assert sp["clusterIP"] == sp["clusterIPs"][0] and sp["ports"][0]["targetPort"] == 8080
+    edge = s.json(SERVICES + "/edge")
+    assert edge["spec"]["type"] == "LoadBalancer" and "publishNotReadyAddresses" not in edge["spec"]  # omitempty
+    assert edge["spec"]["ports"][0]["nodePort"] >= 30000 and edge["status"]["loadBalancer"]["ingress"]
+    assert s.json(SERVICES + "/nope", 404)["message"] == 'services "nope" not found'
+    assert len(s.json(SERVICES)["items"]) == 2
+    s.ok(cmd="rbac", services=False)
+    assert s.json(SERVICES + "/web", 403)["message"] == (
+        'services "web" is forbidden: User "system:serviceaccount:default:default" cannot get resource "services" '
+        'in API group "" in the namespace "default"')
+    assert s.ok(cmd="stats")["counts"]["get-service"] == 4
+
+
+def review(resource, verb, group="", name=""):
+    return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"namespace": "default", "verb": verb, "group": group,
+                                            "resource": resource, "name": name}}}
+
+
+@test
+def self_subject_access_review(s):
+    ok = s.post(SSAR, review("endpointslices", "watch", "discovery.k8s.io"), 201)
+    assert ok["kind"] == "SelfSubjectAccessReview" and ok["status"]["allowed"] is True and ok["status"]["reason"]
+    assert ok["spec"]["resourceAttributes"]["verb"] == "watch"
+    assert s.post(SSAR, review("endpointslices", "watch"), 201)["status"]["allowed"] is False  # wrong group
+    s.ok(cmd="rbac", endpointslices=["list"], events=False)
+    no = s.post(SSAR, review("endpointslices", "watch", "discovery.k8s.io"), 201)
+    assert no["status"] == {"allowed": False}, no  # RBAC: no opinion, no reason, `denied` unset
+    assert s.post(SSAR, review("endpointslices", "list", "discovery.k8s.io"), 201)["status"]["allowed"] is True
+    assert s.post(SSAR, review("events", "create", "events.k8s.io"), 201)["status"]["allowed"] is False
+    assert s.post(SSAR, {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {}},
+                  422)["reason"] == "Invalid"
+    assert s.post(SSAR, review("pods", "get"), 401, token=False)["reason"] == "Unauthorized"
+    s.ok(cmd="rbac", selfsubjectaccessreviews=False)
+    assert s.post(SSAR, review("pods", "get"), 403)["message"] == (
+        'selfsubjectaccessreviews.authorization.k8s.io is forbidden: User "system:serviceaccount:default:default" '
+        'cannot create resource "selfsubjectaccessreviews" in API group "authorization.k8s.io" at the cluster scope')
+    r, _ = s.get(SSAR)
+    assert r.status == 405
+    assert s.ok(cmd="stats")["counts"]["ssar"] == 8
+
+
+def new_event(**over):
+    ev = {"apiVersion": "events.k8s.io/v1", "kind": "Event",
+          "metadata": {"name": "web-1.17a0b2c3d4e5f607", "namespace": "default"},
+          "eventTime": "2026-11-25T15:03:11.123456Z", "reportingController": "lastcall",
+          "reportingInstance": "web-1", "action": "Drain", "reason": "Drained", "type": "Normal",
+          "regarding": {"apiVersion": "v1", "kind": "Pod", "namespace": "default", "name": "web-1", "uid": "u"},
+          "note": "drain ended after 812 ms"}
+    ev.update(over)
+    return ev
+
+
+@test
+def events_create_and_validate(s):
+    made = s.post(EVENTS, new_event(), 201)
+    assert made["metadata"]["uid"] and made["metadata"]["resourceVersion"] and made["reason"] == "Drained"
+    assert s.post(EVENTS, new_event(), 409)["reason"] == "AlreadyExists"
+    bad = s.post(EVENTS, new_event(metadata={"name": "x.1"}, type="Info", action="", note="n" * 1025,
+                                   reportingController="not a name"), 422)
+    fields = sorted(c["field"] for c in bad["details"]["causes"])
+    assert fields == ["action", "message", "reportingController", "type"], bad
+    assert s.post(EVENTS, new_event(metadata={"name": "x.2"}, eventTime="2026-11-25T15:03:11.123Z"),
+                  400)["reason"] == "BadRequest"  # MicroTime wants six digits
+    assert s.post(EVENTS, new_event(metadata={"name": "x.3"}, deprecatedCount=1), 422)["reason"] == "Invalid"
+    assert s.post(EVENTS, new_event(metadata={"name": "x.4", "namespace": "other"}), 400)["code"] == 400
+    got = s.ok(cmd="events")["events"]
+    assert [e["metadata"]["name"] for e in got] == ["web-1.17a0b2c3d4e5f607"], got
+    assert [e["reason"] for e in s.json(EVENTS)["items"]] == ["Drained"]
+    s.ok(cmd="rbac", events=False)
+    assert "cannot create resource" in s.post(EVENTS, new_event(metadata={"name": "x.5"}), 403)["message"]
+    assert len(s.ok(cmd="events")["events"]) == 1
+    assert s.ok(cmd="stats")["counts"]["create-event"] == 7
 
 
 @test

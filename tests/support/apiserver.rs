@@ -2,7 +2,8 @@
 //!
 //! Wraps `tests/k8s/apiserver.py` (Python 3 standard library + the `openssl` CLI): a TLS server on
 //! 127.0.0.1 with its own CA that serves EndpointSlices (list/get/watch) and Pods (get/list/watch)
-//! like kube-apiserver, plus JSON control commands on the child's stdin.
+//! like kube-apiserver, Services (get), Events (create) and SelfSubjectAccessReviews, plus JSON
+//! control commands on the child's stdin.
 //!
 //! ```ignore
 //! mod support;
@@ -78,7 +79,8 @@ pub struct Request {
     pub method: String,
     /// Path and query string, exactly as sent.
     pub path: String,
-    /// `list`, `watch`, `get-slice`, `get-pod`, `list-pod`, `watch-pod` or `other`.
+    /// `list`, `watch`, `get-slice`, `get-pod`, `list-pod`, `watch-pod`, `get-service`,
+    /// `create-event`, `ssar` or `other`.
     pub kind: String,
 }
 
@@ -299,6 +301,14 @@ impl ApiServer {
         strings(&r["slices"])
     }
 
+    /// Full form: `{"name", "slices", "publishNotReadyAddresses", "ip_family", "type" (ClusterIP |
+    /// NodePort | LoadBalancer), "selector", "ports", "labels"}`; returns the slice names. The
+    /// Service object is served too (`GET .../services/NAME`).
+    pub fn add_service_json(&self, mut spec: Value) -> Vec<String> {
+        spec["cmd"] = json!("add_service");
+        strings(&self.cmd_ok(spec)["slices"])
+    }
+
     /// Add `pod` to slice number `slice` of `service` with the conditions the controller would
     /// compute from the pod; returns the slice name.
     pub fn add_endpoint(&self, service: &str, slice: usize, pod: &str) -> String {
@@ -395,6 +405,20 @@ impl ApiServer {
         self.cmd_ok(json!({"cmd": "rbac", "endpointslices": endpointslices, "pods": pods}));
     }
 
+    /// One resource's permission: `resource` is `endpointslices`, `pods`, `services`, `events` or
+    /// `selfsubjectaccessreviews`; `verbs` is `true` (all it serves), `false`, or a list of verbs.
+    /// SelfSubjectAccessReviews answer from the same settings.
+    pub fn rbac_set(&self, resource: &str, verbs: Value) {
+        let mut c = json!({"cmd": "rbac"});
+        c[resource] = verbs;
+        self.cmd_ok(c);
+    }
+
+    /// Every Event created through the API so far, in order (events.k8s.io/v1 objects).
+    pub fn events(&self) -> Vec<Value> {
+        self.cmd_ok(json!({"cmd": "events"}))["events"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Allow exactly these verbs, e.g. `rbac_verbs(&["list", "watch"], &[])`.
     pub fn rbac_verbs(&self, endpointslices: &[&str], pods: &[&str]) {
         self.cmd_ok(json!({"cmd": "rbac", "endpointslices": endpointslices, "pods": pods}));
@@ -403,7 +427,8 @@ impl ApiServer {
     // ---- faults ----
 
     /// Inject `fault` into the next `count` requests of `kind` (`count == 0`: until cleared).
-    /// kind: `list`, `watch`, `get-slice`, `get-pod` (alias `pod`), `list-pod`, `watch-pod`, `other`, `any`.
+    /// kind: `list`, `watch`, `get-slice`, `get-pod` (alias `pod`), `list-pod`, `watch-pod`, `get-service`,
+    /// `create-event`, `ssar`, `other`, `any`.
     /// fault: `hang`, `status:<code>`, `reset`, `garbage`, `reset_mid_stream`, `garbage_event`,
     /// `slow_headers:<ms>`, `drip_body:<ms>` (the body, or each watch event, one byte every `ms`).
     /// kind `connect` with fault `drip_tls:<ms>` acts on new connections before TLS: the server reads

@@ -1,6 +1,7 @@
 //! The Kubernetes API over HTTPS: in-cluster configuration the way client-go
-//! does it (`rest.InClusterConfig`), bearer auth, and GET / watch requests
-//! that each carry a deadline.
+//! does it (`rest.InClusterConfig`), bearer auth, and GET, watch and POST
+//! (a create: `lastcall explain`'s SelfSubjectAccessReviews, `--events`)
+//! requests that each carry a deadline.
 //!
 //! * API: `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`,
 //!   an IPv6 host in brackets (client-go uses `net.JoinHostPort`).
@@ -156,24 +157,48 @@ impl Client {
         timeout: Duration,
         decode: impl FnOnce(&mut dyn Read) -> Result<T, String>,
     ) -> Result<T, ApiError> {
+        self.exchange(path, query, None, Instant::now() + timeout, decode)
+    }
+
+    /// POST the JSON `body` to `path` (a create: SelfSubjectAccessReview,
+    /// Event) and decode the answer as `get` does; the whole exchange is
+    /// over by the absolute `deadline`.
+    pub fn post<T>(
+        &self,
+        path: &str,
+        body: &[u8],
+        deadline: Instant,
+        decode: impl FnOnce(&mut dyn Read) -> Result<T, String>,
+    ) -> Result<T, ApiError> {
+        self.exchange(path, &[], Some(body), deadline, decode)
+    }
+
+    fn exchange<T>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&[u8]>,
+        deadline: Instant,
+        decode: impl FnOnce(&mut dyn Read) -> Result<T, String>,
+    ) -> Result<T, ApiError> {
         // The generic part is only this adapter; the exchange is compiled once.
         let (mut decode, mut out) = (Some(decode), None);
-        self.get_dyn(path, query, timeout, &mut |body| {
+        self.exchange_dyn(path, query, body, deadline, &mut |body| {
             out = decode.take().map(|d| d(body)).transpose()?;
             Ok(())
         })?;
         out.ok_or_else(|| ApiError::Decode("no body decoded".into()))
     }
 
-    fn get_dyn(
+    fn exchange_dyn(
         &self,
         path: &str,
         query: &[(&str, String)],
-        timeout: Duration,
+        sent: Option<&[u8]>,
+        deadline: Instant,
         decode: &mut dyn FnMut(&mut dyn Read) -> Result<(), String>,
     ) -> Result<(), ApiError> {
-        let deadline = Instant::now() + timeout;
-        let mut body = self.request(path, query, deadline, deadline)?;
+        let mut body = self.request(path, query, sent, deadline, deadline)?;
         let mut src = Capped { inner: &mut body, left: MAX_BODY, failed: None };
         // serde_json reads a byte at a time: buffer in front of the TLS stream.
         let decoded = decode(&mut BufReader::with_capacity(16 << 10, &mut src));
@@ -188,13 +213,21 @@ impl Client {
     /// `header_timeout`, and the stream is cut at `until` at the latest.
     pub fn watch(&self, path: &str, query: &[(&str, String)], header_timeout: Duration, until: Instant) -> Result<WatchStream, ApiError> {
         let headers_by = (Instant::now() + header_timeout).min(until);
-        let body = self.request(path, query, headers_by, until)?;
+        let body = self.request(path, query, None, headers_by, until)?;
         Ok(WatchStream { reader: BufReader::new(body) })
     }
 
-    /// One GET on a new connection: connected, TLS done and response headers
-    /// read by `headers_by`; the body must be read by `body_by`.
-    fn request(&self, path: &str, query: &[(&str, String)], headers_by: Instant, body_by: Instant) -> Result<Body, ApiError> {
+    /// One request on a new connection, a GET, or a POST of `sent` (JSON):
+    /// connected, TLS done, request sent and response headers read by
+    /// `headers_by`; the body must be read by `body_by`.
+    fn request(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        sent: Option<&[u8]>,
+        headers_by: Instant,
+        body_by: Instant,
+    ) -> Result<Body, ApiError> {
         let token = self.token()?;
         let mut uri = format!("{}{path}", self.base);
         for (i, (k, v)) in query.iter().enumerate() {
@@ -203,7 +236,11 @@ impl Client {
             uri.push('=');
             percent_encode(v, &mut uri);
         }
-        let req = http::Request::get(uri)
+        let mut req = http::Request::builder().method(if sent.is_some() { http::Method::POST } else { http::Method::GET }).uri(uri);
+        if let Some(b) = sent {
+            req = req.header("content-type", "application/json").header("content-length", b.len().to_string());
+        }
+        let req = req
             .header("authorization", format!("Bearer {token}"))
             .header("accept", "application/json")
             .header("user-agent", concat!("lastcall/", env!("CARGO_PKG_VERSION")))
@@ -211,15 +248,22 @@ impl Client {
             .map_err(|e| ApiError::Setup(format!("bad request: {e}")))?;
         let mut stream = self.connect(headers_by)?;
 
-        // Send the request line and headers.
+        // Send the request line and headers, then the body (sized by its
+        // content-length, so ureq-proto passes it through unchanged).
         let mut call = Call::new(req).map_err(protocol)?.proceed();
         let mut out = vec![0u8; 16 << 10];
         let n = call.write(&mut out).map_err(protocol)?;
-        stream.write_all(&out[..n]).and_then(|()| stream.flush()).map_err(|e| io_error(&e))?;
-        let mut call = match call.proceed().map_err(protocol)? {
-            Some(SendRequestResult::RecvResponse(c)) => c,
+        stream.write_all(&out[..n]).map_err(|e| io_error(&e))?;
+        let mut call = match (call.proceed().map_err(protocol)?, sent) {
+            (Some(SendRequestResult::RecvResponse(c)), None) => c,
+            (Some(SendRequestResult::SendBody(mut c)), Some(b)) => {
+                stream.write_all(b).map_err(|e| io_error(&e))?;
+                c.consume_direct_write(b.len()).map_err(protocol)?;
+                c.proceed().ok_or_else(|| ApiError::Transport("the request body was not fully written".into()))?
+            }
             _ => return Err(ApiError::Transport("the request was not fully written".into())),
         };
+        stream.flush().map_err(|e| io_error(&e))?;
 
         // Read until the response headers are complete.
         let mut input = Vec::new();

@@ -21,6 +21,8 @@ pub struct Identity {
     pub ips: Vec<IpAddr>,
     /// Where the name came from, for log lines: flag, POD_NAME or hostname.
     pub name_from: &'static str,
+    /// Where the namespace came from: flag, POD_NAMESPACE or the namespace file.
+    pub namespace_from: &'static str,
     /// Where the IPs came from: flag, POD_IPS, POD_IP or interfaces.
     pub ips_from: &'static str,
 }
@@ -69,10 +71,13 @@ pub fn resolve(cfg: &K8sConfig, src: &Sources) -> Result<Identity, String> {
     } else {
         return Err("cannot tell this pod's name: set POD_NAME from the Downward API (metadata.name)".into());
     };
-    let namespace = nonempty(&cfg.namespace)
-        .or_else(|| nonempty(&src.env_namespace))
-        .or_else(|| nonempty(&src.namespace_file))
-        .ok_or_else(|| "cannot tell the namespace: no --namespace, no POD_NAMESPACE and no namespace file next to the token".to_string())?;
+    let (namespace, namespace_from) =
+        [(&cfg.namespace, "--namespace"), (&src.env_namespace, "POD_NAMESPACE"), (&src.namespace_file, "namespace file")]
+            .into_iter()
+            .find_map(|(v, from)| nonempty(v).map(|v| (v, from)))
+            .ok_or_else(|| {
+                "cannot tell the namespace: no --namespace, no POD_NAMESPACE and no namespace file next to the token".to_string()
+            })?;
     for (what, value) in [("pod name", &name), ("namespace", &namespace)] {
         if !is_dns_subdomain(value) {
             return Err(format!("invalid {what} {value:?}: expected a DNS subdomain (lowercase letters, digits, '-', '.')"));
@@ -87,7 +92,7 @@ pub fn resolve(cfg: &K8sConfig, src: &Sources) -> Result<Identity, String> {
     } else {
         (src.interfaces.clone(), "interfaces")
     };
-    Ok(Identity { name, namespace, ips, name_from, ips_from })
+    Ok(Identity { name, namespace, ips, name_from, namespace_from, ips_from })
 }
 
 /// RFC 1123 subdomain, as Kubernetes requires of pod and namespace names;
@@ -195,9 +200,11 @@ mod tests {
         let mut c = cfg();
         c.namespace = Some("flag-ns".into());
         assert_eq!(resolve(&c, &src).unwrap().namespace, "flag-ns");
-        assert_eq!(resolve(&cfg(), &src).unwrap().namespace, "env-ns");
+        let id = resolve(&cfg(), &src).unwrap();
+        assert_eq!((id.namespace.as_str(), id.namespace_from), ("env-ns", "POD_NAMESPACE"));
         src.env_namespace = None;
-        assert_eq!(resolve(&cfg(), &src).unwrap().namespace, "file-ns");
+        let id = resolve(&cfg(), &src).unwrap();
+        assert_eq!((id.namespace.as_str(), id.namespace_from), ("file-ns", "namespace file"));
         src.namespace_file = Some("  \n".into());
         assert!(resolve(&cfg(), &src).unwrap_err().contains("namespace"));
     }

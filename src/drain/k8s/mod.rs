@@ -22,14 +22,17 @@
 //!
 //! Layout: `client` (HTTPS, auth, deadlines), `slices` (streaming decoding
 //! and the pure "gone" evaluation), `identity` (pod name, namespace, IPs),
-//! `rfc3339` (timestamps), `tls` (the cut-down rustls crypto provider).
+//! `rfc3339` (timestamps), `tls` (the cut-down rustls crypto provider),
+//! `events` (the `--events` Kubernetes Events). `lastcall explain` reads
+//! the API through the same client and decoders (`mode/explain/k8s.rs`).
 
-mod client;
-mod identity;
+pub(crate) mod client;
+pub mod events;
+pub(crate) mod identity;
 #[cfg(test)]
 mod proptests;
 mod rfc3339;
-mod slices;
+pub(crate) mod slices;
 mod tls;
 
 use std::time::{Duration, Instant, SystemTime};
@@ -89,7 +92,10 @@ pub fn preflight(cfg: &DrainConfig) -> Result<(), String> {
     // Reading the own pod is optional (the exact deadline), but a 404 means
     // the name is wrong, and then no endpoint would ever be recognised.
     let pod = match client.get(&pod_path(&id), &[], left(), decode_pod_from) {
-        Ok(_) => "readable",
+        Ok(p) => {
+            events::remember_uid(&p.uid);
+            "readable"
+        }
         Err(e) if e.code() == Some(404) => {
             return Err(format!(
                 "k8s drain: pod {:?} (from {}) not found in namespace {}: set POD_NAME from the Downward API (fieldRef metadata.name)",
@@ -417,6 +423,7 @@ impl Drain<'_> {
         };
         self.observing();
         if !pod.uid.is_empty() {
+            events::remember_uid(&pod.uid);
             self.me.uid = Some(pod.uid.clone());
         }
         for &ip in &pod.ips {
@@ -698,16 +705,16 @@ fn backoff(n: u32) -> Duration {
     full.mul_f64(1.0 - fraction / 2.0)
 }
 
-fn slices_path(namespace: &str) -> String {
+pub(crate) fn slices_path(namespace: &str) -> String {
     format!("/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices")
 }
 
-fn pod_path(id: &Identity) -> String {
+pub(crate) fn pod_path(id: &Identity) -> String {
     format!("/api/v1/namespaces/{}/pods/{}", id.namespace, id.name)
 }
 
 /// A failed LIST as one line that says what to do.
-fn explain_list(e: &ApiError, namespace: &str, client: &Client) -> String {
+pub(crate) fn explain_list(e: &ApiError, namespace: &str, client: &Client) -> String {
     let head = format!("cannot list endpointslices in namespace {namespace}");
     match e {
         ApiError::Status { code: 403, .. } => {
@@ -718,7 +725,7 @@ fn explain_list(e: &ApiError, namespace: &str, client: &Client) -> String {
 }
 
 /// A failed request as one line: `head`, then what went wrong.
-fn explain(e: &ApiError, head: &str, client: &Client) -> String {
+pub(crate) fn explain(e: &ApiError, head: &str, client: &Client) -> String {
     match e {
         ApiError::Status { code: 401, .. } => {
             format!("{head}: 401 Unauthorized — the API server rejected the token in {}", client.token_file().display())
@@ -786,7 +793,14 @@ mod tests {
 
     #[test]
     fn paths() {
-        let id = Identity { name: "web-1".into(), namespace: "shop".into(), ips: vec![], name_from: "POD_NAME", ips_from: "POD_IP" };
+        let id = Identity {
+            name: "web-1".into(),
+            namespace: "shop".into(),
+            ips: vec![],
+            name_from: "POD_NAME",
+            namespace_from: "POD_NAMESPACE",
+            ips_from: "POD_IP",
+        };
         assert_eq!(pod_path(&id), "/api/v1/namespaces/shop/pods/web-1");
         assert_eq!(slices_path("shop"), "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices");
     }

@@ -1,5 +1,6 @@
 //! Property tests of everything that reads what the API server sends:
-//! EndpointSlice lists, watch events, Pods, Status bodies and timestamps.
+//! EndpointSlice lists, watch events, Pods, Status bodies, Services and
+//! SelfSubjectAccessReview answers, and timestamps.
 //! No input may panic (lastcall is PID 1, and a release build aborts on a
 //! panic), and the "gone" evaluation must agree with a direct reading of the
 //! rules on any sequence of well-formed events.
@@ -8,7 +9,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::rfc3339;
-use super::slices::{decode_event, decode_list, decode_list_from, decode_pod, decode_status, Event, Me, Tracker};
+use super::slices::{decode_brief, decode_event, decode_list, decode_list_from, decode_pod, decode_status, Event, Me, Tracker};
 
 /// A slice as the reference reads it: name, resourceVersion, Service, and
 /// per endpoint its addresses, conditions and targetRef.
@@ -85,6 +86,11 @@ fn any_json() -> impl Strategy<Value = Value> {
         "code",
         "reason",
         "message",
+        "spec",
+        "publishNotReadyAddresses",
+        "allowed",
+        "evaluationError",
+        "terminationGracePeriodSeconds",
         "x",
     ]);
     leaf.prop_recursive(5, 64, 6, move |inner| {
@@ -153,6 +159,7 @@ proptest! {
         let _ = decode_event(&bytes);
         let _ = decode_pod(&bytes);
         let _ = decode_status(&bytes);
+        let _ = decode_brief(&bytes);
         let _ = rfc3339::parse(&String::from_utf8_lossy(&bytes));
     }
 
@@ -167,6 +174,7 @@ proptest! {
         }
         let _ = decode_pod(text.as_bytes());
         let _ = decode_status(text.as_bytes());
+        let _ = decode_brief(text.as_bytes());
         for ev in [text.clone(), json!({"type": kind, "object": v}).to_string()] {
             if let Ok(e) = decode_event(ev.as_bytes()) {
                 t.apply(&m, &e);

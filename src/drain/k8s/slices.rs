@@ -88,6 +88,8 @@ pub struct Pod {
     pub deletion_timestamp: Option<String>,
     pub deletion_grace_period_seconds: Option<i64>,
     pub ips: Vec<IpAddr>,
+    /// `spec.terminationGracePeriodSeconds` (what `--grace-period` should be).
+    pub grace_period_seconds: Option<i64>,
 }
 
 /// `metav1.Status`, the body of every API error and of watch ERROR events.
@@ -521,9 +523,6 @@ impl<'de> Visitor<'de> for ListVisitor<'_> {
     }
 }
 
-/// Streams one EndpointSliceList page from `r`: each slice goes to `each`
-/// as soon as it is decoded, so only one is held at a time. Returns the
-/// list's resourceVersion and continue token.
 /// Parses a list of IPs, skipping blanks and anything that is not an IP.
 pub fn parse_ips<'a>(list: impl Iterator<Item = &'a str>) -> Vec<IpAddr> {
     let mut out = Vec::new();
@@ -535,6 +534,9 @@ pub fn parse_ips<'a>(list: impl Iterator<Item = &'a str>) -> Vec<IpAddr> {
     out
 }
 
+/// Streams one EndpointSliceList page from `r`: each slice goes to `each`
+/// as soon as it is decoded, so only one is held at a time. Returns the
+/// list's resourceVersion and continue token.
 pub fn decode_list_from(r: &mut dyn Read, each: &mut dyn FnMut(EndpointSlice)) -> Result<(String, String), String> {
     let meta = document(r, "EndpointSliceList", |de| de.deserialize_map(ListVisitor(each)))?;
     Ok((meta.resource_version, meta.continue_token))
@@ -549,7 +551,7 @@ pub fn decode_list(mut bytes: &[u8]) -> Result<EndpointSliceList, String> {
 }
 
 impl Object for Pod {
-    const FIELDS: &'static [&'static str] = &["metadata", "status"];
+    const FIELDS: &'static [&'static str] = &["metadata", "status", "spec"];
     const WHAT: &'static str = "Pod";
     fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
         match i {
@@ -557,12 +559,26 @@ impl Object for Pod {
                 let m: PodMeta = map.next_value_seed(obj())?;
                 (self.uid, self.deletion_timestamp, self.deletion_grace_period_seconds) = (m.uid, m.deletion_timestamp, m.grace);
             }
-            _ => {
+            1 => {
                 let st: PodStatus = map.next_value_seed(obj())?;
                 let ips = st.pod_ip.iter().chain(&st.pod_ips).map(String::as_str);
                 self.ips = parse_ips(ips);
             }
+            _ => self.grace_period_seconds = map.next_value_seed(obj::<OneInt>())?.0,
         }
+        Ok(())
+    }
+}
+
+/// `spec` of a Pod: `terminationGracePeriodSeconds` only.
+#[derive(Default)]
+struct OneInt(Option<i64>);
+
+impl Object for OneInt {
+    const FIELDS: &'static [&'static str] = &["terminationGracePeriodSeconds"];
+    const WHAT: &'static str = "spec";
+    fn field<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
+        self.0 = map.next_value_seed(Int)?;
         Ok(())
     }
 }
@@ -646,6 +662,72 @@ impl Object for Status {
 pub fn decode_status(mut bytes: &[u8]) -> Option<Status> {
     let st = document(&mut bytes, "Status", top::<Status>).ok()?;
     (!st.message.is_empty() || !st.reason.is_empty() || st.code != 0).then_some(st)
+}
+
+/// What `lastcall explain` reads of a core/v1 Service (its `spec`) or of
+/// the answer to a SelfSubjectAccessReview (authorization.k8s.io/v1, its
+/// `status`): one decoder for both, as they are read the same way.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Brief {
+    /// Service `spec.type`: ClusterIP (also when absent), NodePort,
+    /// LoadBalancer or ExternalName.
+    pub kind: String,
+    /// Service `spec.publishNotReadyAddresses`: the endpoint stays `ready`
+    /// while terminating (see the module doc).
+    pub publish_not_ready: bool,
+    /// Review `status.allowed` (required; false also when no authorizer
+    /// had an opinion).
+    pub allowed: bool,
+    /// Review `status.reason` (optional).
+    pub reason: String,
+    /// Review `status.evaluationError` (optional).
+    pub evaluation_error: String,
+}
+
+impl Object for Brief {
+    const FIELDS: &'static [&'static str] = &["spec", "status"];
+    const WHAT: &'static str = "object";
+    fn field<'de, A: MapAccess<'de>>(&mut self, _: usize, map: &mut A) -> Result<(), A::Error> {
+        let inner: BriefFields = map.next_value_seed(obj())?;
+        let b = inner.0;
+        if !b.kind.is_empty() || b.publish_not_ready {
+            (self.kind, self.publish_not_ready) = (b.kind, b.publish_not_ready);
+        }
+        if b.allowed || !b.reason.is_empty() || !b.evaluation_error.is_empty() {
+            (self.allowed, self.reason, self.evaluation_error) = (b.allowed, b.reason, b.evaluation_error);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct BriefFields(Brief);
+
+impl Object for BriefFields {
+    const FIELDS: &'static [&'static str] = &["type", "publishNotReadyAddresses", "allowed", "reason", "evaluationError"];
+    const WHAT: &'static str = "spec or status";
+    fn field<'de, A: MapAccess<'de>>(&mut self, i: usize, map: &mut A) -> Result<(), A::Error> {
+        let b = &mut self.0;
+        match i {
+            0 => b.kind = map.next_value_seed(Text)?,
+            1 => b.publish_not_ready = map.next_value_seed(Flag)?.unwrap_or(false),
+            2 => b.allowed = map.next_value_seed(Flag)?.unwrap_or(false),
+            3 => b.reason = map.next_value_seed(Text)?,
+            _ => b.evaluation_error = map.next_value_seed(Text)?,
+        }
+        Ok(())
+    }
+}
+
+/// A Service or a SelfSubjectAccessReview answer, streamed from `r`.
+pub fn decode_brief_from(r: &mut dyn Read) -> Result<Brief, String> {
+    document(r, "object", top::<Brief>)
+}
+
+/// The same from bytes (tests and fuzzing).
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn decode_brief(mut bytes: &[u8]) -> Result<Brief, String> {
+    decode_brief_from(&mut bytes)
 }
 
 /// A watch event's `object`: an EndpointSlice, or a Status for ERROR. The
@@ -1082,9 +1164,11 @@ mod tests {
     fn pod_and_status() {
         let pod = decode_pod(
             br#"{"metadata":{"name":"web-1","uid":"u","deletionTimestamp":"2026-11-25T14:03:11Z","deletionGracePeriodSeconds":30},
+                 "spec":{"containers":[{"name":"app"}],"terminationGracePeriodSeconds":45},
                  "status":{"podIP":"10.0.0.5","podIPs":[{"ip":"10.0.0.5"},{"ip":"fd00::5"}]}}"#,
         )
         .unwrap();
+        assert_eq!(pod.grace_period_seconds, Some(45));
         assert_eq!(pod.deletion_timestamp.as_deref(), Some("2026-11-25T14:03:11Z"));
         assert_eq!(pod.deletion_grace_period_seconds, Some(30));
         assert_eq!(pod.uid, "u");
@@ -1093,6 +1177,30 @@ mod tests {
         assert_eq!(st.map(|s| s.code), Some(403));
         assert_eq!(decode_status(b"<html>"), None);
         assert_eq!(decode_status(b"{}"), None);
+    }
+
+    /// A Service's spec and a SelfSubjectAccessReview's status, through the
+    /// one decoder `explain` reads both with; what is absent is the default.
+    #[test]
+    fn services_and_access_reviews() {
+        let svc = decode_brief(
+            br#"{"kind":"Service","metadata":{"name":"web"},"spec":{"ports":[{"port":80}],"type":"LoadBalancer",
+                 "publishNotReadyAddresses":true},"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.7"}]}}}"#,
+        )
+        .unwrap();
+        assert_eq!((svc.kind.as_str(), svc.publish_not_ready, svc.allowed), ("LoadBalancer", true, false));
+        let plain = decode_brief(br#"{"spec":{"clusterIP":"10.96.0.9"},"status":{"loadBalancer":{}}}"#).unwrap();
+        assert_eq!(plain, Brief::default());
+        let yes = decode_brief(
+            br#"{"kind":"SelfSubjectAccessReview","spec":{"resourceAttributes":{"verb":"watch"}},
+                 "status":{"allowed":true,"reason":"RBAC: allowed by RoleBinding"}}"#,
+        )
+        .unwrap();
+        assert_eq!((yes.allowed, yes.reason.as_str(), yes.kind.as_str()), (true, "RBAC: allowed by RoleBinding", ""));
+        let no = decode_brief(br#"{"status":{"allowed":false,"evaluationError":"no RBAC policy matched"}}"#).unwrap();
+        assert_eq!((no.allowed, no.evaluation_error.as_str()), (false, "no RBAC policy matched"));
+        assert!(decode_brief(br#"{"status":{"allowed":"yes"}}"#).is_err());
+        assert!(decode_brief(b"null").is_err());
     }
 
     #[test]
