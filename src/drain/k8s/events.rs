@@ -199,6 +199,7 @@ mod tests {
             poll_interval: Duration::from_secs(1),
             quiet_period: Duration::from_secs(1),
             ports: vec![],
+            close_idle: vec![],
             k8s: K8sConfig::default(),
         };
         // Not in a cluster: the strategy cannot observe and falls back.
