@@ -87,7 +87,9 @@ impl Budget {
     /// act the kill margin before it, and keep the stop budget before that,
     /// both for the grace period that is really left.
     pub fn tighten(&self, plan: Plan, hard_deadline: Instant) -> Plan {
-        let left = hard_deadline.saturating_duration_since(plan.start);
+        // The grace period really left: never more than the configured one,
+        // whose plan a later deadline does not change.
+        let left = hard_deadline.saturating_duration_since(plan.start).min(self.grace);
         let kill_at = hard_deadline.checked_sub(self.margin_for(left)).unwrap_or(plan.start).max(plan.start).min(plan.kill_at);
         Plan { kill_at, drain_until: Self::drain_end(plan.start, kill_at, self.stop_for(left)).min(plan.drain_until), ..plan }
     }
@@ -157,6 +159,16 @@ mod tests {
         let b = Budget { grace: s(10), kill_margin: Some(s(2)), stop_budget: None };
         let p = b.plan(t0);
         assert_eq!((p.drain_until - t0, p.kill_at - t0), (s(5), s(8)));
+    }
+
+    #[test]
+    fn a_later_deletion_deadline_changes_nothing_for_scaled_defaults() {
+        // --grace-period 10s (scaled: margin 1 s, stop budget 3 s) and a pod
+        // whose deletion deadline is 30 s away: the plan must not move.
+        let t0 = Instant::now();
+        let b = Budget { grace: s(10), kill_margin: None, stop_budget: None };
+        let p = b.plan(t0);
+        assert_eq!(b.tighten(p, t0 + s(30)), p);
     }
 
     #[test]
