@@ -174,8 +174,9 @@ mod k8s {
         p.wait_stderr("GET /drain: draining");
         // The k8s strategy has read the Pod once the fallback is announced.
         p.wait_stderr("falling back to --drain-delay");
-        api.delete_pod("web-1", None, Flip::AfterMs(FLIP_MS));
+        // Before the command: the flip comes FLIP_MS after the server got it.
         let deleted = mono_ns();
+        api.delete_pod("web-1", None, Flip::AfterMs(FLIP_MS));
         let real = get_async(&addr, "/drain", &[]);
         let stray = stray.join().expect("stray /drain");
         let real = real.join().expect("real /drain");
