@@ -217,54 +217,19 @@ fn drain_with_nothing_configured_exits_2_with_one_line() {
 #[cfg(feature = "sidecar")]
 mod sidecar {
     use super::*;
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::net::{TcpListener, TcpStream};
 
-    /// One parsed HTTP answer (status line and headers by httparse).
-    pub struct Answer {
-        pub status: u16,
-        pub allow: Option<String>,
-        pub body: String,
-        /// When the whole answer had been read (CLOCK_MONOTONIC).
-        pub at: u64,
-    }
-
-    /// Reads an answer to EOF (the server closes after each one).
-    fn read_answer(mut s: TcpStream) -> Answer {
-        s.set_read_timeout(Some(GUARD)).expect("read timeout");
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).unwrap_or_else(|e| panic!("reading the answer: {e} (got {buf:?})"));
-        let at = mono_ns();
-        let mut headers = [httparse::EMPTY_HEADER; 16];
-        let mut r = httparse::Response::new(&mut headers);
-        let n = match r.parse(&buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            other => panic!("not an HTTP answer ({other:?}): {:?}", String::from_utf8_lossy(&buf)),
-        };
-        let allow = r.headers.iter().find(|h| h.name.eq_ignore_ascii_case("allow")).map(|h| String::from_utf8_lossy(h.value).into_owned());
-        Answer { status: r.code.unwrap_or(0), allow, body: String::from_utf8_lossy(&buf[n..]).into_owned(), at }
-    }
+    use support::sidecar::{listen_addr, read_answer, request_with, Answer};
 
     /// `METHOD PATH` on a new connection; waits for the answer.
     pub fn request(addr: &str, method: &str, path: &str) -> Answer {
-        let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: lastcall\r\nConnection: close\r\n\r\n").expect("send request");
-        read_answer(s)
+        request_with(addr, method, path, &[])
     }
 
     /// `GET PATH` on its own thread.
     fn get_async(addr: &str, path: &str) -> std::thread::JoinHandle<Answer> {
-        let (addr, path) = (addr.to_string(), path.to_string());
-        std::thread::spawn(move || request(&addr, "GET", &path))
-    }
-
-    /// The address the sidecar listens on (it was given port 0).
-    fn listen_addr(p: &mut Proc) -> String {
-        let line = p.wait_stderr("listening for GET /drain");
-        match line.split_whitespace().find_map(|w| w.strip_prefix("addr=")) {
-            Some(addr) => addr.to_string(),
-            None => p.fail(format!("no addr= in {line:?}")),
-        }
+        support::sidecar::get_async(addr, path, &[])
     }
 
     /// A sidecar without helper, on an ephemeral port, with a 2 s drain delay.
@@ -293,7 +258,7 @@ mod sidecar {
         for (method, path) in [("POST", "/drain"), ("PUT", "/healthz"), ("HEAD", "/drain"), ("DELETE", "/drain")] {
             let a = request(&addr, method, path);
             p.check(a.status == 405, format!("{method} {path}: {} (want 405)", a.status));
-            p.check(a.allow.as_deref() == Some("GET"), format!("{method} {path}: Allow {:?}", a.allow));
+            p.check(a.header("allow") == Some("GET"), format!("{method} {path}: Allow {:?}", a.header("allow")));
         }
         // Not HTTP at all.
         let mut s = TcpStream::connect(&addr).expect("connect");
