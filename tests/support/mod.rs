@@ -1012,3 +1012,5 @@ macro_rules! both_modes {
         }
     };
 }
+#[cfg(feature = "traffic")]
+pub mod netns;
