@@ -757,3 +757,49 @@ fn k8s_fallback_still_runs_the_traffic_strategy() {
         format!("log order: k8s fallback at {fell:?}, traffic watched at {watching:?}"),
     );
 }
+
+/// With the counters, the connections of every listening port are matched
+/// against the count, but only the watched ones are traffic: a client that
+/// keeps opening connections to a port left out of `--port` (a metrics
+/// port, a sidecar's) does not hold the drain, and none of them is taken
+/// for an unseen connection to the app.
+#[test]
+fn other_listening_ports_are_counted_but_not_traffic() {
+    let ns = NetNs::new();
+    ns.enter();
+    // Fixed ports: the namespace is the test's alone.
+    let script = format!("{0} http --listen 127.0.0.1:9090 & exec {0} http --listen 127.0.0.1:8080", support::testapp().display());
+    let mut p = Run::new(Mode::Subreaper)
+        .opts(GRACE)
+        .opts(["--drain", "traffic", "--quiet-period", "1s", "--port", "8080"])
+        .cmd(["bash", "-c", &script])
+        .spawn();
+    p.expect_prefix("ready");
+    p.expect_prefix("ready");
+    let sent = p.signal(SIGTERM);
+    // Until the app is stopped (then its port goes away with it).
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_client = stop.clone();
+    let client = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !stop_client.load(Ordering::SeqCst) && mono_ns() < sent + 3 * SEC {
+            match KeepAlive::connect("127.0.0.1:9090").and_then(|mut c| c.request().map(|_| c)) {
+                Ok(c) => held.push(c),
+                Err(_) => break,
+            }
+            std::thread::sleep(Duration::from_millis(100)); // the load pattern
+        }
+        held.len()
+    });
+    let term = p.expect_signal(SIGTERM).mono();
+    stop.store(true, Ordering::SeqCst);
+    let opened = client.join().unwrap();
+    p.check(opened >= 8, format!("the client opened only {opened} connections to the other port"));
+    p.check(term >= sent + SEC, format!("TERM {} after the stop signal: before the 1 s quiet period", secs(term - sent)));
+    p.check(term <= sent + SEC + SLACK, format!("TERM {} after the stop signal: held by the other port", secs(term - sent)));
+    let stderr = p.stderr();
+    let unseen = log_field(&stderr, "inbound traffic went quiet", "unseen_connections");
+    p.check(unseen.as_deref() == Some("0"), format!("unseen_connections={unseen:?}: connections to the other port were mistaken"));
+    let v = log_field(&stderr, "waiting for inbound traffic to go quiet", "view");
+    p.check(v.as_deref() == Some("counters"), format!("view={v:?}"));
+}

@@ -125,12 +125,14 @@ pub fn wait(ctx: &Ctx) -> Outcome {
         Ok(w) => w,
         Err(reason) => return Outcome::Fallback(reason),
     };
-    let own_ports = own_ports(&listening, &watch.ports);
     let (snmp, view_why) = choose_view(&listening, &watch);
     let view = if snmp.is_some() { "counters" } else { "sockets" };
+    // With the counters, the connections of every other listening port are
+    // dumped too, so that the count of accepted connections is matched.
+    let others = if snmp.is_some() { other_ports(&listening, &watch.ports) } else { Vec::new() };
     let mut filter = watch.ports.clone();
-    filter.extend(&own_ports);
-    let mut sampler = Sampler::new(diag, filter, own_ports, snmp);
+    filter.extend(&others);
+    let mut sampler = Sampler::new(diag, filter, others, snmp);
     if let Err(e) = sampler.sample(true) {
         return Outcome::Fallback(format!("cannot list TCP sockets through sock_diag: {e}"));
     }
@@ -216,7 +218,7 @@ pub fn wait(ctx: &Ctx) -> Outcome {
         // however long that one took to get a CPU.
         let pause = interval.max(sampler.last_cpu * MAX_DUTY);
         sleep_until((sampler.last_start + pause).min(quiet_at).min(bound));
-        match sampler.sample(false) {
+        match sampler.sample(tracker.unconfirmed()) {
             Ok(Sampled::Unchanged) => {
                 failures = 0;
                 tracker.unchanged(sampler.last_start);
@@ -291,14 +293,15 @@ fn watched_ports(ctx: &Ctx, listening: &[Sock]) -> Result<Watch, String> {
     Ok(Watch { ports, source: "the app's listening sockets", app: tree.into_iter().collect() })
 }
 
-/// Ports lastcall itself listens on (`lastcall sidecar`'s HTTP endpoint):
-/// connections to them are not the app's traffic, but they are accepted in
-/// the namespace like the app's, so the samples watch them too, to match
-/// the count of accepted connections.
-fn own_ports(listening: &[Sock], watched: &[u16]) -> Vec<u16> {
-    let Ok(mine) = procfs::socket_inodes(&[std::process::id() as i32]) else { return Vec::new() };
-    let mut ports: Vec<u16> =
-        listening.iter().filter(|s| mine.contains(&u64::from(s.inode)) && !watched.contains(&s.local_port)).map(|s| s.local_port).collect();
+/// The namespace's other listening ports: lastcall's own (`lastcall
+/// sidecar`'s HTTP endpoint), a sidecar's (a service mesh proxy's, whose
+/// outbound listener also accepts the app's own intercepted outbound
+/// connections), a metrics or probe port left out of `--port`. Connections
+/// to them are not traffic: what reaches the app shows on its own ports.
+/// But they are accepted in the namespace like the app's, so the samples
+/// see them too, to match the count of accepted connections.
+fn other_ports(listening: &[Sock], watched: &[u16]) -> Vec<u16> {
+    let mut ports: Vec<u16> = listening.iter().map(|s| s.local_port).filter(|p| !watched.contains(p)).collect();
     ports.sort_unstable();
     ports.dedup();
     ports
@@ -339,12 +342,12 @@ fn history(sampler: &Sampler, begin: Instant) -> Option<History> {
         Some((at, c)) => (at, c, "since lastcall started"),
         None => (begin.checked_sub(procfs::pid1_age()?)?, Counters::default(), "since PID 1 started"),
     };
-    let live: Vec<&Seen> = sampler.socks.iter().filter(|s| !s.own && s.info.is_some()).collect();
+    let live: Vec<&Seen> = sampler.socks.iter().filter(|s| !s.other && s.info.is_some()).collect();
     let requests: u64 =
         live.iter().map(|s| s.info.and_then(|i| i.data_segs).map_or(1, |(din, dout)| u64::from(din.min(dout)).max(1))).sum();
     let arrivals = match sampler.counters {
         Some(now) => now.passive_opens.saturating_sub(start_counters.passive_opens).saturating_sub(live.len() as u64) + requests,
-        None => requests + sampler.socks.iter().filter(|s| !s.own && s.state == TCP_TIME_WAIT).count() as u64,
+        None => requests + sampler.socks.iter().filter(|s| !s.other && s.state == TCP_TIME_WAIT).count() as u64,
     };
     Some(History { arrivals, span: begin.saturating_duration_since(start), since })
 }
@@ -361,12 +364,12 @@ enum Sampled {
 }
 
 /// Takes samples: the counters, and the inbound sockets of the watched
-/// ports (and of lastcall's own).
+/// ports (and, with the counters, of the other listening ports).
 struct Sampler {
     diag: Diag,
-    /// The dump's port filter: the watched ports and `own`.
+    /// The dump's port filter: the watched ports and `others`.
     ports: Vec<u16>,
-    own: Vec<u16>,
+    others: Vec<u16>,
     snmp: Option<Snmp>,
     /// The counters at the last dump.
     counters: Option<Counters>,
@@ -382,11 +385,11 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn new(diag: Diag, ports: Vec<u16>, own: Vec<u16>, snmp: Option<Snmp>) -> Sampler {
+    fn new(diag: Diag, ports: Vec<u16>, others: Vec<u16>, snmp: Option<Snmp>) -> Sampler {
         Sampler {
             diag,
             ports,
-            own,
+            others,
             snmp,
             counters: None,
             socks: Vec::new(),
@@ -424,11 +427,11 @@ impl Sampler {
         if !force && read.is_some() && read == self.counters {
             return Ok(Sampled::Unchanged);
         }
-        let (ports, own, socks) = (&self.ports, &self.own, &mut self.socks);
+        let (ports, others, socks) = (&self.ports, &self.others, &mut self.socks);
         socks.clear();
         let skipped = self.diag.dump(Query::Connections(ports), |s: Sock| {
             if ports.contains(&s.local_port) {
-                socks.push(Seen { cookie: s.cookie, state: s.state, own: own.contains(&s.local_port), info: s.info });
+                socks.push(Seen { cookie: s.cookie, state: s.state, other: others.contains(&s.local_port), info: s.info });
             }
         })?;
         if skipped > 0 {
@@ -471,8 +474,8 @@ fn thread_cpu() -> Duration {
 struct Seen {
     cookie: u64,
     state: u8,
-    /// On one of lastcall's own ports: counted, never traffic.
-    own: bool,
+    /// On a listening port that is not watched: counted, never traffic.
+    other: bool,
     info: Option<TcpInfo>,
 }
 
@@ -484,7 +487,9 @@ struct Known {
     recv_at: Option<Instant>,
     /// A full socket with a tcp_info (not TIME_WAIT, not a request).
     live: bool,
-    own: bool,
+    /// Not a request socket (see `observe`).
+    complete: bool,
+    other: bool,
 }
 
 /// The quiet-period bookkeeping, pure: samples in, "quiet since" out.
@@ -506,9 +511,13 @@ struct Tracker {
     unseen_conns: u64,
     /// Known inbound connections that closed.
     closed_conns: u64,
-    /// Connections a dump saw before the count did (accepted between the
-    /// counter read and the dump): the next count includes them.
-    credit: u64,
+    /// Accepted connections counted but not seen, since `begin` (can be
+    /// below zero for a moment: see `observe`).
+    deficit: i64,
+    /// The deficit at the previous dump, and the part of it already taken
+    /// as unseen connections.
+    prev_deficit: i64,
+    confirmed: i64,
 }
 
 impl Tracker {
@@ -527,7 +536,9 @@ impl Tracker {
             new_conns: 0,
             unseen_conns: 0,
             closed_conns: 0,
-            credit: 0,
+            deficit: 0,
+            prev_deficit: 0,
+            confirmed: 0,
         };
         t.known = t.remember(begin, baseline);
         t.open = count_open(baseline);
@@ -542,7 +553,8 @@ impl Tracker {
                     bytes: s.info.and_then(|i| i.bytes_received),
                     recv_at: s.info.map(|i| ago(now, i)),
                     live: s.info.is_some(),
-                    own: s.own,
+                    complete: s.state != TCP_SYN_RECV,
+                    other: s.other,
                 };
                 (s.cookie, known)
             })
@@ -567,13 +579,16 @@ impl Tracker {
         };
         let mut seen_new = 0;
         for s in socks {
+            let complete = s.state != TCP_SYN_RECV;
             match self.known.get(&s.cookie) {
+                // New, or a request socket (handshake in progress) that
+                // became its connection: the connection's socket inherits
+                // the request's cookie (inet_csk_clone_lock), and the count
+                // includes it only now. Only complete connections match
+                // the count.
                 None => {
-                    // A request socket's connection comes with a cookie of
-                    // its own: only complete connections match the count.
-                    let complete = s.state != TCP_SYN_RECV;
                     seen_new += u64::from(complete);
-                    if s.own {
+                    if s.other {
                         continue;
                     }
                     let at = arrival(s.info);
@@ -583,7 +598,17 @@ impl Tracker {
                         self.last_byte = self.last_byte.max(Some(at));
                     }
                 }
-                Some(k) if !k.own => {
+                Some(k) if !k.complete && complete => {
+                    seen_new += 1;
+                    if !s.other {
+                        self.new_conns += 1;
+                        self.last_conn = self.last_conn.max(Some(arrival(s.info)));
+                        if s.info.and_then(|i| i.bytes_received).is_some_and(|b| b > 0) {
+                            self.last_byte = self.last_byte.max(Some(arrival(s.info)));
+                        }
+                    }
+                }
+                Some(k) if !k.other => {
                     let data = match (k.bytes, s.info) {
                         (Some(before), Some(TcpInfo { bytes_received: Some(after), .. })) => after != before,
                         // Kernels before 4.1: no byte counter, so the
@@ -605,20 +630,26 @@ impl Tracker {
         // A connection that was open and is now gone (or in TIME_WAIT) may
         // have received data after the previous sample: its close is
         // traffic, at this sample.
-        let closed = self.known.iter().filter(|(c, k)| k.live && !k.own && !next.get(c).is_some_and(|n| n.live)).count() as u64;
+        let closed = self.known.iter().filter(|(c, k)| k.live && !k.other && !next.get(c).is_some_and(|n| n.live)).count() as u64;
         if closed > 0 {
             self.closed_conns += closed;
             self.last_close = Some(now);
         }
+        // The count is read just before the dump, and the kernel counts a
+        // connection a moment before it can be listed: one accepted in
+        // between is counted by one sample and seen by the next (or, the
+        // other way round, seen first and counted next). So a deficit is
+        // taken as unseen connections only once two dumps in a row show it,
+        // placed at the first of them (the connection came before it).
         if let Some(opened) = opened {
-            let explained = seen_new + self.credit;
-            if opened > explained {
-                self.unseen_conns += opened - explained;
-                self.last_conn = self.last_conn.max(Some(now));
-                self.credit = 0;
-            } else {
-                self.credit = explained - opened;
+            self.deficit += opened as i64 - seen_new as i64;
+            let persisted = self.deficit.min(self.prev_deficit);
+            if persisted > self.confirmed {
+                self.unseen_conns += (persisted - self.confirmed) as u64;
+                self.confirmed = persisted;
+                self.last_conn = self.last_conn.max(Some(prev));
             }
+            self.prev_deficit = self.deficit;
         }
         self.known = next;
         self.open = count_open(socks);
@@ -635,16 +666,23 @@ impl Tracker {
         self.quiet_since() + self.quiet
     }
 
+    /// Does the count show connections the dumps have not accounted for
+    /// yet? Then the next sample must dump, and the quiet period is not
+    /// over before it has.
+    fn unconfirmed(&self) -> bool {
+        self.deficit > self.confirmed
+    }
+
     /// Has a successful sample confirmed a full quiet period? (A failed
     /// sample at `quiet_at` proves nothing.)
     fn quiet_seen(&self) -> bool {
-        self.prev >= self.quiet_at()
+        self.prev >= self.quiet_at() && !self.unconfirmed()
     }
 }
 
-/// Established inbound connections (not lastcall's own).
+/// Established inbound connections on the watched ports.
 fn count_open(socks: &[Seen]) -> usize {
-    socks.iter().filter(|s| !s.own && s.state == TCP_ESTABLISHED).count()
+    socks.iter().filter(|s| !s.other && s.state == TCP_ESTABLISHED).count()
 }
 
 /// `now - tcpi_last_data_recv`, saturating at process start-up instants.
@@ -668,11 +706,11 @@ mod tests {
     }
 
     fn conn(cookie: u64, bytes: u64, last_recv_ms: u32) -> Seen {
-        Seen { cookie, state: TCP_ESTABLISHED, own: false, info: info(bytes, last_recv_ms) }
+        Seen { cookie, state: TCP_ESTABLISHED, other: false, info: info(bytes, last_recv_ms) }
     }
 
     fn time_wait(cookie: u64) -> Seen {
-        Seen { cookie, state: TCP_TIME_WAIT, own: false, info: None }
+        Seen { cookie, state: TCP_TIME_WAIT, other: false, info: None }
     }
 
     #[test]
@@ -757,45 +795,77 @@ mod tests {
     fn connections_only_the_count_saw_are_traffic() {
         let t0 = Instant::now();
         let mut t = Tracker::new(t0, Q, &[]);
-        // Three accepted, one still there: two came and went unseen.
+        // Three accepted, one still there: two came and went unseen ...
         t.observe(t0 + ms(100), &[conn(1, 10, 50)], Some(3));
-        assert_eq!((t.new_conns, t.unseen_conns), (1, 2));
-        assert_eq!(t.last_conn, Some(t0 + ms(100)));
-        // Nothing accepted, nothing new: no traffic.
+        assert_eq!((t.new_conns, t.unseen_conns), (1, 0));
+        assert!(t.unconfirmed());
+        // ... which the next dump confirms, placing them at the first.
         t.observe(t0 + ms(200), &[conn(1, 10, 150)], Some(0));
+        assert_eq!((t.unseen_conns, t.last_conn), (2, Some(t0 + ms(100))));
+        assert!(!t.unconfirmed());
+        // Nothing accepted, nothing new: no traffic.
+        t.observe(t0 + ms(300), &[conn(1, 10, 250)], Some(0));
         assert_eq!((t.unseen_conns, t.last_conn), (2, Some(t0 + ms(100))));
     }
 
     #[test]
-    fn a_connection_seen_before_it_is_counted_is_not_counted_twice() {
+    fn a_connection_counted_and_seen_in_different_samples_is_no_unseen_one() {
         let t0 = Instant::now();
         let mut t = Tracker::new(t0, Q, &[]);
         // Accepted between the counter read and the dump: seen, not counted yet.
         t.observe(t0 + ms(100), &[conn(1, 0, 0)], Some(0));
-        assert_eq!((t.new_conns, t.unseen_conns, t.credit), (1, 0, 1));
-        // Counted by the next read: the credit explains it.
+        assert_eq!((t.new_conns, t.unseen_conns, t.deficit), (1, 0, -1));
+        // Counted by the next read.
         t.observe(t0 + ms(200), &[conn(1, 0, 100)], Some(1));
-        assert_eq!((t.unseen_conns, t.credit), (0, 0));
-        // And an unseen one after that is still found.
+        assert_eq!((t.unseen_conns, t.deficit), (0, 0));
+        // Counted, but not yet listed by the dump right after the read ...
         t.observe(t0 + ms(300), &[conn(1, 0, 200)], Some(1));
-        assert_eq!((t.unseen_conns, t.last_conn), (1, Some(t0 + ms(300))));
+        assert!(t.unconfirmed());
+        let quiet_at = t.quiet_at();
+        t.prev = quiet_at;
+        assert!(!t.quiet_seen(), "an unconfirmed count must not end the drain");
+        // ... and listed by the next: nothing was unseen.
+        t.observe(quiet_at + ms(1), &[conn(1, 0, 300), conn(2, 0, 0)], Some(0));
+        assert_eq!((t.unseen_conns, t.new_conns, t.unconfirmed()), (0, 2, false));
+        // A real unseen one is still found.
+        t.observe(quiet_at + ms(100), &[conn(1, 0, 300), conn(2, 0, 0)], Some(1));
+        t.observe(quiet_at + ms(200), &[conn(1, 0, 300), conn(2, 0, 0)], Some(0));
+        assert_eq!((t.unseen_conns, t.last_conn), (1, Some(quiet_at + ms(100))));
     }
 
     #[test]
-    fn request_sockets_and_own_ports_do_not_explain_the_count() {
+    fn request_sockets_and_other_listening_ports() {
         let t0 = Instant::now();
-        let syn = Seen { cookie: 9, state: TCP_SYN_RECV, own: false, info: None };
-        let own = Seen { cookie: 10, state: TCP_ESTABLISHED, own: true, info: info(5, 0) };
+        let syn = Seen { cookie: 9, state: TCP_SYN_RECV, other: false, info: None };
+        let own = Seen { cookie: 10, state: TCP_ESTABLISHED, other: true, info: info(5, 0) };
         let mut t = Tracker::new(t0, Q, &[]);
         t.observe(t0 + ms(100), &[syn, own], Some(2));
-        // The handshake in progress is traffic; the connection to lastcall's
-        // own port is not, but it is one of the two the count saw.
-        assert_eq!((t.new_conns, t.unseen_conns, t.open), (0, 1, 0));
-        assert_eq!(t.last_byte, None);
-        // lastcall's own connection closing is no traffic either.
-        t.last_conn = None;
+        // The handshake in progress is traffic (now); the connection to
+        // another listening port (lastcall's own, a sidecar's) is not, but
+        // it is one of the two the count saw: one is left unexplained.
+        assert_eq!((t.new_conns, t.open, t.last_conn, t.last_byte), (0, 0, Some(t0 + ms(100)), None));
+        assert!(t.unconfirmed());
+        // The request socket's connection closed before the next dump (the
+        // client gave up): the count keeps it unexplained, so it was
+        // unseen. The other port's connection closing is no traffic.
         t.observe(t0 + ms(200), &[], Some(0));
-        assert_eq!((t.closed_conns, t.last_close, t.last_conn), (0, None, None));
+        assert_eq!((t.unseen_conns, t.closed_conns, t.last_close, t.last_conn), (1, 0, None, Some(t0 + ms(100))));
+    }
+
+    #[test]
+    fn a_request_socket_that_becomes_its_connection_keeps_its_cookie() {
+        let t0 = Instant::now();
+        let syn = Seen { cookie: 9, state: TCP_SYN_RECV, other: false, info: None };
+        let mut t = Tracker::new(t0, Q, &[]);
+        // The handshake in progress, not counted yet.
+        t.observe(t0 + ms(100), &[syn], Some(0));
+        assert_eq!((t.new_conns, t.deficit, t.last_conn), (0, 0, Some(t0 + ms(100))));
+        // Complete, counted, same cookie, with a request already received.
+        t.observe(t0 + ms(200), &[conn(9, 80, 20)], Some(1));
+        assert_eq!((t.new_conns, t.deficit, t.unseen_conns), (1, 0, 0));
+        assert_eq!(t.last_byte, Some(t0 + ms(180) + JIFFY));
+        t.observe(t0 + ms(300), &[conn(9, 80, 120)], Some(0));
+        assert_eq!((t.new_conns, t.unseen_conns, t.unconfirmed()), (1, 0, false));
     }
 
     #[test]
@@ -814,7 +884,7 @@ mod tests {
         let old = |last: u32| Seen {
             cookie: 1,
             state: TCP_ESTABLISHED,
-            own: false,
+            other: false,
             info: Some(TcpInfo { last_data_recv_ms: last, bytes_received: None, data_segs: None }),
         };
         let mut t = Tracker::new(t0, Q, &[old(500)]);
