@@ -803,3 +803,50 @@ fn other_listening_ports_are_counted_but_not_traffic() {
     let v = log_field(&stderr, "waiting for inbound traffic to go quiet", "view");
     p.check(v.as_deref() == Some("counters"), format!("view={v:?}"));
 }
+
+/// `k8s,traffic`: the quiet period's history ends at the stop signal, not
+/// when the traffic strategy starts after the k8s one. Here the pod served
+/// 100 requests on a kept-alive connection that the client closes right
+/// after the stop signal (as a load balancer drops its pooled connections
+/// when it lets go): at the traffic step nothing of them is left open, but
+/// the quiet period is still the 1 s of a busy pod.
+///
+/// Before: the history was read when the traffic step started, found no
+/// open connection, and gave the 4 s of a pod with no traffic.
+#[cfg(feature = "k8s")]
+#[test]
+fn k8s_then_traffic_takes_the_history_at_the_stop_signal() {
+    use support::apiserver::{ApiServer, Conditions, Flip};
+
+    let api = ApiServer::start();
+    api.add_pod("web-1", "10.0.0.5", 30);
+    api.add_service("web", 1, false, "IPv4");
+    api.add_endpoint("web", 0, "web-1");
+    let mut p = Run::new(Mode::Subreaper)
+        .opts(GRACE)
+        .opts(["--drain", "k8s,traffic", "--propagation-delay", "500ms"])
+        .opts(["--k8s-api", &api.url(), "--namespace", &api.namespace(), "--pod-name", "web-1", "--pod-ip", "10.0.0.5"])
+        .opts(["--k8s-token-file".as_ref(), api.token_path().as_os_str()])
+        .opts(["--k8s-ca-file".as_ref(), api.ca_path().as_os_str()])
+        .app(&["http", "--listen", "127.0.0.1:0"])
+        .spawn();
+    let addr = app_addr(&mut p);
+    let mut conn = KeepAlive::connect(&addr).expect("connect");
+    for _ in 0..100 {
+        conn.request().expect("request before the stop");
+    }
+    api.delete_pod("web-1", Some(20), Flip::Never);
+    let sent = p.signal(SIGTERM);
+    // The k8s step watches once the drain has started (and taken its
+    // snapshot): only then does the "load balancer" let go.
+    if !api.wait_watches(1, Duration::from_secs(20)) {
+        p.fail("the k8s strategy never watched the EndpointSlices");
+    }
+    drop(conn);
+    api.set_conditions("web", "web-1", Conditions::TERMINATING);
+    let term = p.expect_signal(SIGTERM).mono();
+    p.expect_exit_code(0);
+    let quiet = chosen_quiet(&mut p);
+    p.check(quiet == SEC, format!("quiet period {}: the history at the stop signal is a busy pod's (1 s)", secs(quiet)));
+    p.check(term >= sent + 500 * MS + SEC, format!("TERM {} after the stop signal: before propagation + quiet", secs(term - sent)));
+}

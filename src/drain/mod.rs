@@ -144,6 +144,13 @@ fn chain(
 ) -> String {
     let mut why = String::from("nothing to drain");
     let mut fell_back: Option<String> = None;
+    // The traffic strategy's history ends at the stop signal, also when it
+    // runs after another strategy.
+    #[cfg(feature = "traffic")]
+    let mut at_stop = match cfg.strategies.iter().position(|&s| s == Strategy::Traffic) {
+        Some(i) if i > 0 => traffic::at_stop(&cfg.ports, child_pid),
+        _ => None,
+    };
     let until = Cell::new(until);
     for (i, &strategy) in cfg.strategies.iter().enumerate() {
         let ctx = Ctx { started, until: &until, budget, cfg, child_pid, notify: notify.clone(), not_deleting };
@@ -152,7 +159,7 @@ fn chain(
             #[cfg(feature = "k8s")]
             Strategy::K8s => k8s::wait(&ctx),
             #[cfg(feature = "traffic")]
-            Strategy::Traffic => traffic::wait(&ctx),
+            Strategy::Traffic => traffic::wait(&ctx, at_stop.take()),
             Strategy::PortsClosed => ports::wait(&ctx),
             #[allow(unreachable_patterns)]
             other => Outcome::Fallback(format!("strategy {} is not built in", other.name())),

@@ -103,7 +103,9 @@ const REPORT_MARGIN: Duration = Duration::from_millis(20);
 const TCP_SYN_RECV: u8 = 3;
 const TCP_TIME_WAIT: u8 = 6;
 
-pub fn wait(ctx: &Ctx) -> Outcome {
+/// `at_stop`: what the pod had received at the stop signal, taken by
+/// [`at_stop`] when another strategy runs first.
+pub fn wait(ctx: &Ctx, at_stop: Option<Snapshot>) -> Outcome {
     let begin = Instant::now();
     let bound = match ctx.bounded_until() {
         b if b >= ctx.until() => ctx.until().checked_sub(REPORT_MARGIN).unwrap_or(ctx.until()),
@@ -121,7 +123,7 @@ pub fn wait(ctx: &Ctx) -> Outcome {
     if let Err(e) = diag.dump(Query::Listening, |s| listening.push(s)) {
         return Outcome::Fallback(format!("cannot list listening TCP sockets through sock_diag: {e}"));
     }
-    let watch = match watched_ports(ctx, &listening) {
+    let watch = match watched_ports(&ctx.cfg.ports, ctx.child_pid, &listening) {
         Ok(w) => w,
         Err(reason) => return Outcome::Fallback(reason),
     };
@@ -137,7 +139,11 @@ pub fn wait(ctx: &Ctx) -> Outcome {
         return Outcome::Fallback(format!("cannot list TCP sockets through sock_diag: {e}"));
     }
     let budget = bound - begin;
-    let choice = quiet::choose(ctx.cfg.quiet_period, history(&sampler, begin), budget);
+    // The history ends at the stop signal: by the time a strategy before
+    // this one is done, the load balancers may have let go already, and
+    // their pooled connections, with the requests they carried, be gone.
+    let snapshot = at_stop.unwrap_or_else(|| Snapshot::of(begin, sampler.counters, &sampler.socks));
+    let choice = quiet::choose(ctx.cfg.quiet_period, history(&snapshot, sampler.snmp.is_some()), budget);
     let quiet = choice.quiet;
     let interval = sample_interval(quiet);
     info!(
@@ -265,10 +271,10 @@ struct Watch {
 }
 
 /// The ports to watch, or why there are none.
-fn watched_ports(ctx: &Ctx, listening: &[Sock]) -> Result<Watch, String> {
-    let tree = ctx.child_pid.map(procfs::process_tree);
-    if !ctx.cfg.ports.is_empty() {
-        let mut ports = ctx.cfg.ports.clone();
+fn watched_ports(given: &[u16], child_pid: Option<i32>, listening: &[Sock]) -> Result<Watch, String> {
+    let tree = child_pid.map(procfs::process_tree);
+    if !given.is_empty() {
+        let mut ports = given.to_vec();
         ports.sort_unstable();
         ports.dedup();
         let app = match tree {
@@ -280,7 +286,7 @@ fn watched_ports(ctx: &Ctx, listening: &[Sock]) -> Result<Watch, String> {
         };
         return Ok(Watch { ports, source: "--port", app });
     }
-    let (Some(pid), Some(tree)) = (ctx.child_pid, tree) else {
+    let (Some(pid), Some(tree)) = (child_pid, tree) else {
         return Err("no app process to take listening ports from: set --port".into());
     };
     let inodes = procfs::socket_inodes(&tree).map_err(|e| format!("cannot read the app's sockets: {e}; set --port"))?;
@@ -331,25 +337,69 @@ fn choose_view(listening: &[Sock], watch: &Watch) -> (Option<Snmp>, String) {
     }
 }
 
-/// The pod's history at the start of the strategy (see `quiet.rs`):
-/// arrivals are the connections accepted since lastcall started (with the
-/// counters) or the short connections still in TIME_WAIT (without), plus
-/// the requests on the connections still open, each counted as
-/// min(data segments in, data segments out): about one per request and
-/// answer, also when a large upload or download spans many segments.
-fn history(sampler: &Sampler, begin: Instant) -> Option<History> {
+/// What the pod had received by some instant: the namespace's counters and
+/// the inbound connections still open, for the quiet period's history.
+pub struct Snapshot {
+    at: Instant,
+    counters: Option<Counters>,
+    /// Open inbound connections on the watched ports, the requests they
+    /// carried (see `history`), and the short ones still in TIME_WAIT.
+    live: u64,
+    requests: u64,
+    time_wait: u64,
+}
+
+impl Snapshot {
+    fn of(at: Instant, counters: Option<Counters>, socks: &[Seen]) -> Snapshot {
+        let mine = || socks.iter().filter(|s| !s.other);
+        let live = || mine().filter_map(|s| s.info);
+        Snapshot {
+            at,
+            counters,
+            live: live().count() as u64,
+            requests: live().map(|i| i.data_segs.map_or(1, |(din, dout)| u64::from(din.min(dout)).max(1))).sum(),
+            time_wait: mine().filter(|s| s.state == TCP_TIME_WAIT).count() as u64,
+        }
+    }
+}
+
+/// The snapshot at the stop signal, for a traffic strategy that runs after
+/// another one (`k8s,traffic`): one listing of the app's connections and
+/// one read of the counters. None when they cannot be read (the strategy
+/// then says why when it starts, and uses what it sees then).
+pub fn at_stop(given_ports: &[u16], child_pid: Option<i32>) -> Option<Snapshot> {
+    let at = Instant::now();
+    let mut diag = Diag::open().ok()?;
+    let mut listening = Vec::new();
+    diag.dump(Query::Listening, |s| listening.push(s)).ok()?;
+    let watch = watched_ports(given_ports, child_pid, &listening).ok()?;
+    let mut socks = Vec::new();
+    diag.dump(Query::Connections(&watch.ports), |s| {
+        if watch.ports.contains(&s.local_port) {
+            socks.push(Seen { cookie: s.cookie, state: s.state, other: false, info: s.info });
+        }
+    })
+    .ok()?;
+    let counters = Snmp::open().and_then(|mut s| s.read()).ok();
+    Some(Snapshot::of(at, counters, &socks))
+}
+
+/// The pod's history up to the snapshot (see `quiet.rs`): arrivals are the
+/// connections accepted since lastcall started (with the counters) or the
+/// short connections still in TIME_WAIT (without), plus the requests on the
+/// connections still open, each counted as min(data segments in, data
+/// segments out): about one per request and answer, also when a large
+/// upload or download spans many segments.
+fn history(snap: &Snapshot, counters_view: bool) -> Option<History> {
     let (start, start_counters, since) = match snmp::startup() {
         Some((at, c)) => (at, c, "since lastcall started"),
-        None => (begin.checked_sub(procfs::pid1_age()?)?, Counters::default(), "since PID 1 started"),
+        None => (snap.at.checked_sub(procfs::pid1_age()?)?, Counters::default(), "since PID 1 started"),
     };
-    let live: Vec<&Seen> = sampler.socks.iter().filter(|s| !s.other && s.info.is_some()).collect();
-    let requests: u64 =
-        live.iter().map(|s| s.info.and_then(|i| i.data_segs).map_or(1, |(din, dout)| u64::from(din.min(dout)).max(1))).sum();
-    let arrivals = match sampler.counters {
-        Some(now) => now.passive_opens.saturating_sub(start_counters.passive_opens).saturating_sub(live.len() as u64) + requests,
-        None => requests + sampler.socks.iter().filter(|s| !s.other && s.state == TCP_TIME_WAIT).count() as u64,
+    let arrivals = match snap.counters.filter(|_| counters_view) {
+        Some(now) => now.passive_opens.saturating_sub(start_counters.passive_opens).saturating_sub(snap.live) + snap.requests,
+        None => snap.requests + snap.time_wait,
     };
-    Some(History { arrivals, span: begin.saturating_duration_since(start), since })
+    Some(History { arrivals, span: snap.at.saturating_duration_since(start), since })
 }
 
 /// What a sample found.
