@@ -98,8 +98,8 @@ const MAX_FAILURES: u32 = 3;
 /// the drain by itself and the app, stopping, takes lastcall down with it.
 const REPORT_MARGIN: Duration = Duration::from_millis(20);
 
-/// `TCP_SYN_RECV`: a request socket, whose handshake is not complete. The
-/// connection's socket, when it comes, has another cookie.
+/// `TCP_SYN_RECV`: a request socket, whose handshake is not complete; the
+/// connection's socket, when it comes, inherits its cookie.
 const TCP_SYN_RECV: u8 = 3;
 const TCP_TIME_WAIT: u8 = 6;
 
@@ -210,11 +210,7 @@ pub fn wait(ctx: &Ctx, at_stop: Option<Snapshot>) -> Outcome {
             }
             return if quiet_seen {
                 report!(info, "inbound traffic went quiet");
-                Outcome::Done(format!(
-                    "no inbound traffic on port {ports_text} for {}ms ({} quiet period): {seen}",
-                    quiet.as_millis(),
-                    choice.source
-                ))
+                Outcome::Done(format!("no inbound traffic on port {ports_text} for {}ms ({}): {seen}", quiet.as_millis(), choice.source))
             } else {
                 report!(warn, "inbound traffic never went quiet within the drain budget: stopping the app anyway");
                 Outcome::Done(format!("inbound traffic on port {ports_text} never went quiet within the drain budget: {seen}"))
@@ -267,7 +263,7 @@ struct Watch {
     source: &'static str,
     /// The app's processes: the child's tree, or (without a child, e.g.
     /// `lastcall drain`) the processes that hold a watched listening socket.
-    app: HashSet<i32>,
+    app: Vec<i32>,
 }
 
 /// The ports to watch, or why there are none.
@@ -278,10 +274,10 @@ fn watched_ports(given: &[u16], child_pid: Option<i32>, listening: &[Sock]) -> R
         ports.sort_unstable();
         ports.dedup();
         let app = match tree {
-            Some(t) => t.into_iter().collect(),
+            Some(t) => t,
             None => {
                 let inodes: HashSet<u64> = listening.iter().filter(|s| ports.contains(&s.local_port)).map(|s| u64::from(s.inode)).collect();
-                procfs::listener_holders(&inodes).into_keys().collect()
+                procfs::listener_holders(&inodes)
             }
         };
         return Ok(Watch { ports, source: "--port", app });
@@ -296,7 +292,7 @@ fn watched_ports(given: &[u16], child_pid: Option<i32>, listening: &[Sock]) -> R
     if ports.is_empty() {
         return Err(format!("the app (pid {pid} and {} descendant(s)) has no listening TCP socket: set --port", tree.len() - 1));
     }
-    Ok(Watch { ports, source: "the app's listening sockets", app: tree.into_iter().collect() })
+    Ok(Watch { ports, source: "the app's listening sockets", app: tree })
 }
 
 /// The namespace's other listening ports: lastcall's own (`lastcall
@@ -325,9 +321,8 @@ fn choose_view(listening: &[Sock], watch: &Watch) -> (Option<Snmp>, String) {
     }
     let inodes: HashSet<u64> = listening.iter().map(|s| u64::from(s.inode)).filter(|&i| i != 0).collect();
     let me = std::process::id() as i32;
-    let mut others: Vec<i32> = procfs::listener_holders(&inodes).into_keys().filter(|p| *p != me && !watch.app.contains(p)).collect();
+    let others: Vec<i32> = procfs::listener_holders(&inodes).into_iter().filter(|p| *p != me && !watch.app.contains(p)).collect();
     if !others.is_empty() {
-        others.sort_unstable();
         let names: Vec<String> = others.iter().take(3).map(|&p| format!("{p} ({})", procfs::comm(p))).collect();
         return (None, format!("shared network namespace: other processes listen in it: {}", names.join(", ")));
     }
@@ -430,8 +425,9 @@ struct Sampler {
     max_wall: Duration,
     samples: u64,
     dumps: u64,
-    /// Start of every sample, for the real intervals.
-    starts: Vec<Instant>,
+    /// Milliseconds between the starts of consecutive samples (saturating
+    /// at 65 s), for the real intervals.
+    gaps_ms: Vec<u16>,
 }
 
 impl Sampler {
@@ -449,7 +445,7 @@ impl Sampler {
             max_wall: Duration::ZERO,
             samples: 0,
             dumps: 0,
-            starts: Vec::with_capacity(256),
+            gaps_ms: Vec::with_capacity(256),
         }
     }
 
@@ -458,8 +454,10 @@ impl Sampler {
     /// the two is seen now and counted next time (see `Tracker::observe`).
     fn sample(&mut self, force: bool) -> std::io::Result<Sampled> {
         let (t, cpu) = (Instant::now(), thread_cpu());
+        if self.samples > 0 {
+            self.gaps_ms.push(u16::try_from((t - self.last_start).as_millis()).unwrap_or(u16::MAX));
+        }
         self.last_start = t;
-        self.starts.push(t);
         self.samples += 1;
         let result = self.take(force);
         let (wall, cpu) = (t.elapsed(), thread_cpu().saturating_sub(cpu));
@@ -502,12 +500,10 @@ impl Sampler {
 
     /// The real intervals between sample starts: median and maximum.
     fn intervals(&self) -> (Duration, Duration) {
-        let mut gaps: Vec<Duration> = self.starts.windows(2).map(|w| w[1] - w[0]).collect();
-        if gaps.is_empty() {
-            return (Duration::ZERO, Duration::ZERO);
-        }
+        let mut gaps = self.gaps_ms.clone();
         gaps.sort_unstable();
-        (gaps[gaps.len() / 2], gaps[gaps.len() - 1])
+        let ms = |i: usize| gaps.get(i).map_or(Duration::ZERO, |&g| Duration::from_millis(g.into()));
+        (ms(gaps.len() / 2), ms(gaps.len().wrapping_sub(1)))
     }
 }
 

@@ -75,21 +75,17 @@ pub fn visible_pids() -> Vec<i32> {
     dir.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect()
 }
 
-/// The visible processes that hold one of `listeners` (socket inodes), and
-/// which; processes whose descriptors cannot be read are skipped.
-pub fn listener_holders(listeners: &HashSet<u64>) -> HashMap<i32, Vec<u64>> {
-    let mut out = HashMap::new();
+/// The visible processes that hold one of `listeners` (socket inodes), in
+/// /proc's (ascending) order; processes whose descriptors cannot be read
+/// are skipped.
+pub fn listener_holders(listeners: &HashSet<u64>) -> Vec<i32> {
     if listeners.is_empty() {
-        return out;
+        return Vec::new();
     }
-    for pid in visible_pids() {
-        let Ok(inodes) = socket_inodes(&[pid]) else { continue };
-        let held: Vec<u64> = inodes.into_iter().filter(|i| listeners.contains(i)).collect();
-        if !held.is_empty() {
-            out.insert(pid, held);
-        }
-    }
-    out
+    visible_pids()
+        .into_iter()
+        .filter(|&pid| socket_inodes(&[pid]).is_ok_and(|inodes| inodes.iter().any(|i| listeners.contains(i))))
+        .collect()
 }
 
 /// A process's command name, for the log.
@@ -124,15 +120,21 @@ pub fn in_host_netns() -> bool {
 pub fn pid1_age() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/1/stat").ok()?;
     // Field 22, starttime, in clock ticks since boot; field 3 is the first after ")".
-    let start: f64 = stat[stat.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()?;
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    let start: u64 = stat[stat.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()?;
+    let uptime = uptime_ms(&std::fs::read_to_string("/proc/uptime").ok()?)?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz <= 0 {
-        return None;
-    }
-    let age = uptime - start / hz as f64;
-    (age > 0.0).then(|| Duration::from_secs_f64(age))
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
+    uptime.checked_sub(start * 1000 / hz).map(Duration::from_millis)
+}
+
+/// The first field of /proc/uptime ("12345.67 ..."), in milliseconds. Parsed
+/// by hand: `f64::from_str` would link 16 KB of float parsing tables.
+fn uptime_ms(text: &str) -> Option<u64> {
+    let field = text.split_whitespace().next()?;
+    let (secs, frac) = field.split_once('.').unwrap_or((field, "0"));
+    let frac: String = frac.chars().chain("000".chars()).take(3).collect();
+    Some(secs.parse::<u64>().ok()? * 1000 + frac.parse::<u64>().ok()?)
 }
 
 #[cfg(test)]
@@ -173,8 +175,17 @@ mod tests {
         let link = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&listener))).unwrap();
         let inode = socket_inode(link.to_str().unwrap()).unwrap();
         let held = listener_holders(&HashSet::from([inode]));
-        assert_eq!(held.get(&me), Some(&vec![inode]), "{held:?}");
+        assert!(held.contains(&me), "{held:?}");
         assert!(!comm(me).is_empty());
+    }
+
+    #[test]
+    fn uptime() {
+        assert_eq!(uptime_ms("12345.67 54321.00\n"), Some(12_345_670));
+        assert_eq!(uptime_ms("5.1 2.0"), Some(5_100));
+        assert_eq!(uptime_ms("7 1"), Some(7_000));
+        assert_eq!(uptime_ms("x.5 1"), None);
+        assert_eq!(uptime_ms(""), None);
     }
 
     #[test]
