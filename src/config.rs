@@ -344,7 +344,7 @@ mod tests {
 
     #[test]
     fn quiet_period_is_adaptive_unless_given() {
-        assert_eq!(parse(&["--drain", "traffic", "--", "/app"]).unwrap().shutdown.drain.quiet_period, None);
+        assert_eq!(parse(&["--", "/app"]).unwrap().shutdown.drain.quiet_period, None);
         assert_eq!(parse(&["--quiet-period", "auto", "--", "/app"]).unwrap().shutdown.drain.quiet_period, None);
         assert_eq!(parse(&["--quiet-period", "2500ms", "--", "/app"]).unwrap().shutdown.drain.quiet_period, Some(ms(2500)));
     }
