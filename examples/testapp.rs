@@ -625,6 +625,7 @@ fn cmd_http(args: &[String]) -> Result<c_int, String> {
     let mut listen = None;
     let mut graceful = true;
     let mut delay_ms = 0u64;
+    let mut busy = 0u32;
     let mut opts = Opts::new(args);
     while let Some((flag, inline)) = opts.next() {
         match flag {
@@ -639,6 +640,10 @@ fn cmd_http(args: &[String]) -> Result<c_int, String> {
             "--delay-ms" => {
                 let v = opts.value(flag, inline)?;
                 delay_ms = v.parse().map_err(|_| format!("not a number: {v:?}"))?;
+            }
+            "--busy" => {
+                let v = opts.value(flag, inline)?;
+                busy = v.parse().map_err(|_| format!("not a number: {v:?}"))?;
             }
             other => return Err(format!("http: unknown option {other:?}")),
         }
@@ -655,6 +660,16 @@ fn cmd_http(args: &[String]) -> Result<c_int, String> {
         delay: Duration::from_millis(delay_ms),
         pid: std::process::id(),
     });
+    // An app that uses all the CPU it gets (for benchmarks that put the pod
+    // in a CPU-limited cgroup): threads that never sleep.
+    for _ in 0..busy {
+        std::thread::spawn(|| {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        });
+    }
     say(&format!("ready pid={} addr={addr}", server.pid));
 
     loop {

@@ -371,9 +371,10 @@ pub struct K8sArgs {
 #[derive(Debug, Args, Default)]
 #[command(next_help_heading = "Traffic strategy")]
 pub struct TrafficArgs {
-    /// The drain ends after this long without a new connection or inbound byte.
-    #[arg(long, value_name = "DURATION", default_value = "1s", env = "LASTCALL_QUIET_PERIOD")]
-    pub quiet_period: String,
+    /// The drain ends after this long without a new connection, inbound byte or close
+    /// [default: auto, from the pod's own traffic: 1s to 4s].
+    #[arg(long, value_name = "DURATION", env = "LASTCALL_QUIET_PERIOD")]
+    pub quiet_period: Option<String>,
 
     /// Watch these local TCP ports [default: the child's listening sockets]. Repeatable.
     #[arg(long = "port", value_name = "PORT", env = "LASTCALL_PORT", value_delimiter = ',')]

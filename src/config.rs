@@ -57,7 +57,8 @@ pub struct DrainConfig {
     pub timeout: Option<Duration>,
     pub propagation_delay: Duration,
     pub poll_interval: Duration,
-    pub quiet_period: Duration,
+    /// None: chosen from the pod's history when the drain starts.
+    pub quiet_period: Option<Duration>,
     pub ports: Vec<u16>,
     /// `--close-idle`: ports whose idle connections are closed after the drain.
     pub close_idle: Vec<u16>,
@@ -407,7 +408,10 @@ fn shutdown_config(c: &CommonArgs) -> Result<ShutdownConfig, ConfigError> {
             timeout: c.drain_timeout.as_deref().map(|d| duration("--drain-timeout", d)).transpose()?,
             propagation_delay: duration("--propagation-delay", &c.propagation_delay)?,
             poll_interval: nonzero("--poll-interval", duration("--poll-interval", &k.poll_interval)?)?,
-            quiet_period: nonzero("--quiet-period", duration("--quiet-period", &c.traffic.quiet_period)?)?,
+            quiet_period: match c.traffic.quiet_period.as_deref() {
+                None | Some("auto") => None,
+                Some(q) => Some(nonzero("--quiet-period", duration("--quiet-period", q)?)?),
+            },
             ports: c.traffic.port.clone(),
             close_idle: close_idle(&c.traffic.close_idle)?,
             k8s: K8sConfig {
@@ -641,6 +645,13 @@ mod tests {
         assert_eq!(c.shutdown.drain.delay, ms(3000));
         let c = parse(&["--drain", "none", "--drain-delay", "3s", "--", "/app"]).unwrap();
         assert!(c.shutdown.drain.strategies.is_empty());
+    }
+
+    #[test]
+    fn quiet_period_is_adaptive_unless_given() {
+        assert_eq!(parse(&["--", "/app"]).unwrap().shutdown.drain.quiet_period, None);
+        assert_eq!(parse(&["--quiet-period", "auto", "--", "/app"]).unwrap().shutdown.drain.quiet_period, None);
+        assert_eq!(parse(&["--quiet-period", "2500ms", "--", "/app"]).unwrap().shutdown.drain.quiet_period, Some(ms(2500)));
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! stuck in a hanging request, so a strategy must not hold anything that
 //! needs cleaning up. Strategies run in the order given (`k8s,traffic`: the
 //! endpoint leaves the Service, then inbound traffic goes quiet). When one
-//! cannot observe what it needs (API unreachable, no permission), the drain
-//! falls back to the fixed `--drain-delay`, counted from the stop signal and
-//! bounded by the deadline.
+//! cannot observe what it needs (API unreachable, no permission), the chain
+//! goes on with the next strategy; when it was the last (or the pod is known
+//! not to be deleted), the drain falls back to the fixed `--drain-delay`,
+//! counted from the stop signal and bounded by the deadline.
 
 #[cfg(feature = "traffic")]
 pub mod close_idle;
@@ -149,6 +150,14 @@ fn chain(
     not_deleting: &Cell<bool>,
 ) -> String {
     let mut why = String::from("nothing to drain");
+    let mut fell_back: Option<String> = None;
+    // The traffic strategy's history ends at the stop signal, also when it
+    // runs after another strategy.
+    #[cfg(feature = "traffic")]
+    let mut at_stop = match cfg.strategies.iter().position(|&s| s == Strategy::Traffic) {
+        Some(i) if i > 0 => traffic::at_stop(&cfg.ports, child_pid),
+        _ => None,
+    };
     let until = Cell::new(until);
     for (i, &strategy) in cfg.strategies.iter().enumerate() {
         let ctx = Ctx { started, until: &until, budget, cfg, child_pid, notify: notify.clone(), not_deleting };
@@ -157,7 +166,7 @@ fn chain(
             #[cfg(feature = "k8s")]
             Strategy::K8s => k8s::wait(&ctx),
             #[cfg(feature = "traffic")]
-            Strategy::Traffic => traffic::wait(&ctx),
+            Strategy::Traffic => traffic::wait(&ctx, at_stop.take()),
             Strategy::PortsClosed => ports::wait(&ctx),
             #[allow(unreachable_patterns)]
             other => Outcome::Fallback(format!("strategy {} is not built in", other.name())),
@@ -167,7 +176,18 @@ fn chain(
                 if i + 1 < cfg.strategies.len() {
                     info!(strategy = strategy.name(), seen = %seen, "drain step done");
                 }
-                why = format!("{}: {seen}", strategy.name());
+                why = match fell_back.take() {
+                    Some(earlier) => format!("{earlier}; {}: {seen}", strategy.name()),
+                    None => format!("{}: {seen}", strategy.name()),
+                };
+            }
+            // A later strategy that observes is better than the fixed
+            // delay (`k8s,traffic` with the API down or forbidden: the
+            // traffic still shows when the load balancers let go). Not when
+            // the pod is known not to be deleted: no endpoint will change.
+            Outcome::Fallback(reason) if i + 1 < cfg.strategies.len() && !not_deleting.get() => {
+                warn!(strategy = strategy.name(), reason = %reason, "cannot observe the endpoint: going on with the next strategy");
+                fell_back = Some(format!("{}: cannot observe: {reason}", strategy.name()));
             }
             Outcome::Fallback(reason) => {
                 let fallback_end = crate::deadline::saturating_add(started, cfg.delay).min(until.get());
@@ -178,7 +198,8 @@ fn chain(
                     "cannot observe the endpoint: falling back to --drain-delay"
                 );
                 delay::sleep_until(fallback_end);
-                return format!("{}: fallback delay after: {reason}", strategy.name());
+                let earlier = fell_back.map(|e| e + "; ").unwrap_or_default();
+                return format!("{earlier}{}: fallback delay after: {reason}", strategy.name());
             }
         }
     }
@@ -188,6 +209,12 @@ fn chain(
 /// Startup self-checks of the configured strategies (e.g. can the k8s
 /// strategy list EndpointSlices?). Each problem is one line saying what to do.
 pub fn preflight(cfg: &DrainConfig) -> Result<(), String> {
+    // The traffic strategy's history starts here (one read of the kernel's
+    // counters, nothing more until the stop signal).
+    #[cfg(feature = "traffic")]
+    if cfg.strategies.contains(&Strategy::Traffic) {
+        traffic::note_startup();
+    }
     #[cfg(feature = "k8s")]
     if cfg.strategies.contains(&Strategy::K8s) {
         k8s::preflight(cfg)?;

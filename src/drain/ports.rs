@@ -102,7 +102,7 @@ mod tests {
             timeout: None,
             propagation_delay: Duration::ZERO,
             poll_interval: Duration::from_secs(1),
-            quiet_period: Duration::from_secs(1),
+            quiet_period: None,
             ports,
             close_idle: vec![],
             k8s: K8sConfig::default(),

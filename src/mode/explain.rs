@@ -137,8 +137,9 @@ fn drain(cfg: &ShutdownConfig, found: &mut Findings, out: &mut Out) {
         if d.strategies.contains(&Strategy::K8s) {
             wait("--propagation-delay", d.propagation_delay, "the app gets the stop signal before consumers have caught up");
         }
-        if d.strategies.contains(&Strategy::Traffic) {
-            wait("--quiet-period", d.quiet_period, "traffic is never seen quiet for that long: the drain always ends at the deadline");
+        // An automatic quiet period (1-4 s) is clamped to the drain budget.
+        if let (true, Some(quiet)) = (d.strategies.contains(&Strategy::Traffic), d.quiet_period) {
+            wait("--quiet-period", quiet, "traffic is never seen quiet for that long: the drain always ends at the deadline");
         }
     }
     out.obj("drain");

@@ -1160,6 +1160,8 @@ macro_rules! both_modes {
         }
     };
 }
+#[cfg(feature = "traffic")]
+pub mod netns;
 #[cfg(feature = "sidecar")]
 pub mod sidecar;
 pub mod under_test;

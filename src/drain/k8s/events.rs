@@ -197,7 +197,7 @@ mod tests {
             timeout: None,
             propagation_delay: Duration::ZERO,
             poll_interval: Duration::from_secs(1),
-            quiet_period: Duration::from_secs(1),
+            quiet_period: Some(Duration::from_secs(1)),
             ports: vec![],
             close_idle: vec![],
             k8s: K8sConfig::default(),

@@ -81,30 +81,23 @@ fn sample_cost_with_10k_connections() {
     let (_listener, accepted) = acceptor.join().unwrap();
     assert_eq!(accepted.len(), CONNS);
 
-    let mut sampler = Sampler {
-        diag: Diag::open().unwrap(),
-        ports: vec![addr.port()],
-        socks: Vec::new(),
-        last_cost: Duration::ZERO,
-        max_cost: Duration::ZERO,
-        samples: 0,
-    };
-    sampler.sample().unwrap(); // warm-up: cookies get generated, buffers grow
+    let mut sampler = Sampler::new(Diag::open().unwrap(), vec![addr.port()], Vec::new(), None);
+    sampler.sample(true).unwrap(); // warm-up: cookies get generated, buffers grow
     assert_eq!(sampler.socks.len(), CONNS, "one inbound socket per connection");
     assert!(sampler.diag.kernel_filter(), "the kernel refused the port filter");
     let mut costs: Vec<Duration> = (0..20)
         .map(|_| {
             let t = Instant::now();
-            sampler.sample().unwrap();
+            sampler.sample(true).unwrap();
             t.elapsed()
         })
         .collect();
     costs.sort();
-    let cpu0 = thread_cpu();
+    let cpu0 = super::thread_cpu();
     for _ in 0..20 {
-        sampler.sample().unwrap();
+        sampler.sample(true).unwrap();
     }
-    let cpu = (thread_cpu() - cpu0) / 20;
+    let cpu = (super::thread_cpu() - cpu0) / 20;
     println!(
         "one sample with {CONNS} inbound connections: median {:?}, min {:?}, max {:?}; thread CPU per sample {:?} \
          (at the 100 ms default interval: {:.1}% of one core)",
@@ -114,14 +107,13 @@ fn sample_cost_with_10k_connections() {
         cpu,
         cpu.as_secs_f64() * 1000.0,
     );
+    // A sample that finds the namespace's counters unchanged reads only them.
+    let mut snmp = super::snmp::Snmp::open().unwrap();
+    let cpu0 = super::thread_cpu();
+    for _ in 0..200 {
+        snmp.read().unwrap();
+    }
+    println!("one read of /proc/net/snmp (a sample with the counters unchanged): thread CPU {:?}", (super::thread_cpu() - cpu0) / 200);
     drop(helper.stdin.take());
     let _ = helper.wait();
-}
-
-/// CPU time (user + system) of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; the clock always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

@@ -79,6 +79,14 @@ pub struct TcpInfoPrefix {
     tcpi_bytes_acked: u64,
     /// Payload bytes received and acknowledged, ever, on this connection.
     tcpi_bytes_received: u64,
+    tcpi_segs_out: u32,
+    tcpi_segs_in: u32,
+    tcpi_notsent_bytes: u32,
+    tcpi_min_rtt: u32,
+    /// Segments that carried data, received and sent (Linux 4.6+; RFC 4898
+    /// tcpEStatsDataSegsIn/Out): about one per request and one per answer.
+    tcpi_data_segs_in: u32,
+    tcpi_data_segs_out: u32,
 }
 
 const LAST_DATA_RECV: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_last_data_recv);
@@ -91,9 +99,11 @@ pub const TCPI_LAST_ACK_RECV: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_l
 pub const TCPI_BYTES_ACKED: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_bytes_acked);
 pub const TCPI_BYTES_RECEIVED: usize = BYTES_RECEIVED;
 const BYTES_RECEIVED: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_bytes_received);
-const _: () = assert!(LAST_DATA_RECV == 52 && BYTES_RECEIVED == 128);
+const DATA_SEGS_IN: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_data_segs_in);
+const DATA_SEGS_OUT: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_data_segs_out);
+const _: () = assert!(LAST_DATA_RECV == 52 && BYTES_RECEIVED == 128 && DATA_SEGS_IN == 152 && DATA_SEGS_OUT == 156);
 const _: () = assert!(TCPI_LAST_DATA_SENT == 44 && TCPI_LAST_ACK_RECV == 56 && TCPI_BYTES_ACKED == 120);
-const _: () = assert!(std::mem::size_of::<TcpInfoPrefix>() == 136);
+const _: () = assert!(std::mem::size_of::<TcpInfoPrefix>() == 160);
 
 /// What this strategy needs from a tcp_info.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +111,8 @@ pub struct TcpInfo {
     pub last_data_recv_ms: u32,
     /// None on kernels older than 4.1.
     pub bytes_received: Option<u64>,
+    /// Data segments received and sent; None on kernels older than 4.6.
+    pub data_segs: Option<(u32, u32)>,
 }
 
 impl TcpInfo {
@@ -108,10 +120,11 @@ impl TcpInfo {
     /// to hold even `tcpi_last_data_recv` (unexpected kernel data).
     pub fn decode(raw: &[u8]) -> Option<TcpInfo> {
         let field = |off: usize, len: usize| raw.get(off..off + len);
-        let last = field(LAST_DATA_RECV, 4)?;
+        let u32_at = |off: usize| field(off, 4).and_then(|b| Some(u32::from_ne_bytes(b.try_into().ok()?)));
         Some(TcpInfo {
-            last_data_recv_ms: u32::from_ne_bytes(last.try_into().ok()?),
+            last_data_recv_ms: u32_at(LAST_DATA_RECV)?,
             bytes_received: field(BYTES_RECEIVED, 8).and_then(|b| Some(u64::from_ne_bytes(b.try_into().ok()?))),
+            data_segs: u32_at(DATA_SEGS_IN).zip(u32_at(DATA_SEGS_OUT)),
         })
     }
 }
@@ -360,20 +373,30 @@ mod tests {
         if len >= BYTES_RECEIVED + 8 {
             b[BYTES_RECEIVED..BYTES_RECEIVED + 8].copy_from_slice(&(1u64 << 40 | 7).to_ne_bytes());
         }
+        if len >= DATA_SEGS_OUT + 4 {
+            b[DATA_SEGS_IN..DATA_SEGS_IN + 4].copy_from_slice(&21u32.to_ne_bytes());
+            b[DATA_SEGS_OUT..DATA_SEGS_OUT + 4].copy_from_slice(&20u32.to_ne_bytes());
+        }
         b
     }
 
     #[test]
     fn decodes_a_modern_tcp_info() {
-        assert_eq!(TcpInfo::decode(&raw(280)), Some(TcpInfo { last_data_recv_ms: 1234, bytes_received: Some(1 << 40 | 7) }));
+        assert_eq!(
+            TcpInfo::decode(&raw(280)),
+            Some(TcpInfo { last_data_recv_ms: 1234, bytes_received: Some(1 << 40 | 7), data_segs: Some((21, 20)) })
+        );
     }
 
     #[test]
-    fn old_kernels_lack_bytes_received() {
+    fn old_kernels_lack_the_newer_fields() {
         // Linux 3.x sends 104 bytes: up to tcpi_total_retrans.
-        assert_eq!(TcpInfo::decode(&raw(104)), Some(TcpInfo { last_data_recv_ms: 1234, bytes_received: None }));
+        assert_eq!(TcpInfo::decode(&raw(104)), Some(TcpInfo { last_data_recv_ms: 1234, bytes_received: None, data_segs: None }));
         assert_eq!(TcpInfo::decode(&raw(135)).unwrap().bytes_received, None);
         assert!(TcpInfo::decode(&raw(136)).unwrap().bytes_received.is_some());
+        // 4.1 to 4.5: bytes_received, no data segment counts.
+        assert_eq!(TcpInfo::decode(&raw(152)).unwrap().data_segs, None);
+        assert_eq!(TcpInfo::decode(&raw(160)).unwrap().data_segs, Some((21, 20)));
     }
 
     #[test]
