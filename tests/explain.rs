@@ -498,3 +498,64 @@ fn a_hanging_event_post_delays_nothing() {
     assert!(api.wait_requests("create-event", 2, GUARD), "the two events were not even tried");
     assert_eq!(api.events(), Vec::<Value>::new());
 }
+
+/// The JSON answer of an explain run started some other way.
+fn answer(p: &mut Proc) -> (i32, Value) {
+    p.expect_eof(GUARD);
+    let code = p.wait().code().unwrap_or(-1);
+    let out: Vec<String> = p.lines().into_iter().map(|l| l.text).collect();
+    p.check(out.len() == 1, format!("the JSON answer is not one line: {out:?}"));
+    let v: Value = serde_json::from_str(&out[0]).unwrap_or_else(|e| p.fail(format!("not JSON ({e}): {}", out[0])));
+    (code, v)
+}
+
+/// `kubectl exec POD -- /lastcall explain` in a pod whose PID 1 is lastcall
+/// with an HTTP app: the traffic strategy would watch the app's listening
+/// port, and the quiet period it would choose now is the automatic one.
+#[cfg(feature = "traffic")]
+#[test]
+fn traffic_from_inside_the_pod() {
+    let mut pid1 = Run::new(Mode::Pid1).opts(["--drain", "traffic"]).app(&["http", "--listen", "127.0.0.1:0"]).spawn();
+    let ready = pid1.expect_prefix("ready");
+    let port = ready.field("addr").and_then(|a| a.rsplit(':').next()).unwrap_or_else(|| pid1.fail("no addr= port")).to_string();
+    let target = pid1.lastcall_pid().to_string();
+    let bin = support::lastcall();
+    let mut p = Run::new(Mode::Subreaper)
+        .raw_cmd([
+            "nsenter",
+            "--target",
+            &target,
+            "--mount",
+            "--pid",
+            "--",
+            bin.to_str().unwrap(),
+            "explain",
+            "--format",
+            "json",
+            "--drain",
+            "traffic",
+        ])
+        .spawn();
+    let (code, v) = answer(&mut p);
+    let t = &v["traffic"];
+    p.check(code == 0, format!("exit {code}: {v}"));
+    p.check(t["ports"] == json!([port]), format!("watched ports {} (the app listens on {port})", t["ports"]));
+    p.check(t["ports_from"] == json!("the app's listening sockets"), format!("{}", t["ports_from"]));
+    let quiet = t["quiet_period_ms"].as_u64().unwrap_or(0);
+    p.check((1000..=4000).contains(&quiet), format!("automatic quiet period {quiet} ms, not within 1-4 s"));
+    p.check(t["quiet_period_why"].as_str().is_some_and(|w| !w.is_empty()), "no reason for the quiet period");
+    pid1.signal(SIGTERM);
+    pid1.expect_exit_code(0);
+}
+
+/// Nothing to watch (no app with a listening socket, no --port): the
+/// traffic strategy could not observe, which is a problem (exit 78).
+#[cfg(feature = "traffic")]
+#[test]
+fn traffic_with_nothing_to_watch_is_a_problem() {
+    let mut p = Run::new(Mode::Pid1).raw(["explain", "--format", "json", "--drain", "traffic"]).spawn();
+    let (code, v) = answer(&mut p);
+    p.check(code == 78, format!("exit {code}: {v}"));
+    let problems = strings(&v["problems"]);
+    p.check(problems.iter().any(|s| s.starts_with("traffic: ") && s.contains("--port")), format!("problems {problems:?}"));
+}

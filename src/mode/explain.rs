@@ -49,6 +49,12 @@ pub fn run(cfg: &ExplainConfig, shutdown: &ShutdownConfig) -> i32 {
     }
     out.end();
     drain(shutdown, &mut found, &mut out);
+    #[cfg(feature = "traffic")]
+    if shutdown.drain.strategies.contains(&Strategy::Traffic) {
+        out.obj("traffic");
+        traffic(shutdown, &mut found, &mut out);
+        out.end();
+    }
     #[cfg(feature = "k8s")]
     if shutdown.drain.strategies.contains(&Strategy::K8s) || shutdown.drain.k8s.events {
         out.obj("kubernetes");
@@ -160,6 +166,37 @@ fn drain(cfg: &ShutdownConfig, found: &mut Findings, out: &mut Out) {
         out.ms(key, at);
     }
     out.end();
+}
+
+/// The traffic strategy's view from here: which ports of the app it would
+/// watch, whether it counts every connection of the pod's network
+/// namespace, and the quiet period it would choose now from the pod's
+/// history (counted from PID 1's start). The app is PID 1's child when
+/// PID 1 is a lastcall, else PID 1 itself (a preStop hook's pod).
+#[cfg(feature = "traffic")]
+fn traffic(cfg: &ShutdownConfig, found: &mut Findings, out: &mut Out) {
+    let d = &cfg.drain;
+    let pid1_is_lastcall = std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "lastcall");
+    let app = if pid1_is_lastcall { crate::drain::traffic::procfs::process_tree(1).get(1).copied() } else { Some(1) };
+    let plan = cfg.budget.plan(Instant::now());
+    let budget = plan.drain_until - plan.start;
+    match crate::drain::traffic::preview(&d.ports, app, d.quiet_period, budget) {
+        Ok(p) => {
+            let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
+            let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+            out.strs("ports", &ports);
+            out.str("ports_from", p.source);
+            out.bool("counts_every_connection", p.counters);
+            out.str("view", &p.view);
+            out.ms("quiet_period", Some(p.quiet.quiet));
+            out.str("quiet_period_from", p.quiet.source);
+            out.str("quiet_period_why", &p.quiet.why);
+        }
+        Err(why) => {
+            out.str("problem", &why);
+            found.problems.push(format!("traffic: {why}"));
+        }
+    }
 }
 
 /// `30s`, `1500ms`, `2m`.

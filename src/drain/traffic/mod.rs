@@ -51,7 +51,7 @@
 mod bench;
 pub(crate) mod diag;
 pub(crate) mod procfs;
-mod quiet;
+pub mod quiet;
 mod snmp;
 
 use std::collections::{HashMap, HashSet};
@@ -395,6 +395,30 @@ fn history(snap: &Snapshot, counters_view: bool) -> Option<History> {
         None => snap.requests + snap.time_wait,
     };
     Some(History { arrivals, span: snap.at.saturating_duration_since(start), since })
+}
+
+/// What the strategy would watch and wait for, were the stop signal now:
+/// for `lastcall explain`, from another process than the PID 1, so the
+/// history is counted from PID 1's start.
+pub struct Preview {
+    pub ports: Vec<u16>,
+    /// Where the ports come from: `--port` or the app's listening sockets.
+    pub source: &'static str,
+    /// Whether the namespace's counters are used, and why (or why not).
+    pub counters: bool,
+    pub view: String,
+    pub quiet: quiet::Choice,
+}
+
+/// See `Preview`. `app` is the app's pid (its process tree is watched).
+pub fn preview(given_ports: &[u16], app: Option<i32>, fixed: Option<Duration>, budget: Duration) -> Result<Preview, String> {
+    let mut diag = Diag::open().map_err(|e| format!("cannot open a NETLINK_SOCK_DIAG socket: {e}"))?;
+    let mut listening = Vec::new();
+    diag.dump(Query::Listening, |s| listening.push(s)).map_err(|e| format!("cannot list listening TCP sockets: {e}"))?;
+    let watch = watched_ports(given_ports, app, &listening)?;
+    let (snmp, view) = choose_view(&listening, &watch);
+    let history = at_stop(given_ports, app).and_then(|snap| history(&snap, snmp.is_some()));
+    Ok(Preview { ports: watch.ports, source: watch.source, counters: snmp.is_some(), view, quiet: quiet::choose(fixed, history, budget) })
 }
 
 /// What a sample found.
