@@ -149,24 +149,14 @@ impl ActiveKeyExchange for P256Active {
     }
 }
 
-/// getrandom(2), the kernel's CSPRNG.
+/// getrandom(2), the kernel's CSPRNG, through ring (which retries EINTR
+/// and short reads).
 #[derive(Debug)]
 struct Random;
 
 impl SecureRandom for Random {
-    fn fill(&self, mut buf: &mut [u8]) -> Result<(), GetRandomFailed> {
-        while !buf.is_empty() {
-            // SAFETY: the pointer and length describe `buf`, which is writable.
-            let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(GetRandomFailed);
-            }
-            buf = &mut buf[n as usize..];
-        }
-        Ok(())
+    fn fill(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf).map_err(|_| GetRandomFailed)
     }
 }
 
