@@ -1,6 +1,14 @@
 //! Signal policy as data: which signals lastcall forwards, which it keeps,
 //! how a signal is named, and how a rewrite table applies.
 //!
+//! The policy is a few constant tables and pure functions of signal
+//! numbers, not code spread over the places that install handlers: config
+//! validation (which signals a rewrite or `--stop-signal` may name), the
+//! supervisor (which signals it catches and ignores) and the error messages
+//! read the same sets, and unit tests check them without sending a signal. A signal
+//! is a plain number ([`Signal`]), because the real-time signals that apps
+//! use for their own protocols have no name in `nix::Signal`.
+//!
 //! Like tini, lastcall forwards every catchable signal except SIGCHLD and the
 //! synchronous fault signals (a SIGSEGV sent with kill(2) to an init is a
 //! mistake, not a request for the app). SIGTTIN/SIGTTOU are ignored so a
