@@ -457,6 +457,9 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsFd;
+
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
     fn idle() -> Probe {
         Probe {
@@ -564,11 +567,14 @@ mod tests {
         assert_eq!(verdict(&p, Order::Unknown, MIN_IDLE_MS), Verdict::Busy, "read, not answered: {p:?}");
         server.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
         let _ = client.read(&mut buf).unwrap();
+        // Waits out MIN_IDLE again: the answer is the last data now.
         std::thread::sleep(Duration::from_millis(30));
         let p = probe(&server_fd).unwrap();
         assert_eq!(verdict(&p, Order::Unknown, MIN_IDLE_MS), Verdict::Idle, "answered: {p:?}");
         client.write_all(b"GET").unwrap();
-        std::thread::sleep(Duration::from_millis(30));
+        // The event itself: the request has arrived once the server's socket is readable.
+        let mut fds = [PollFd::new(server_fd.as_fd(), PollFlags::POLLIN)];
+        assert_eq!(poll(&mut fds, PollTimeout::from(10_000u16)), Ok(1), "the request never arrived");
         assert_eq!(verdict(&probe(&server_fd).unwrap(), Order::Unknown, MIN_IDLE_MS), Verdict::Busy, "unread request");
     }
 }
