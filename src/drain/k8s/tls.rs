@@ -7,7 +7,8 @@
 //! certificates: kubeadm and most distributions sign with RSA 2048, k3s
 //! with ECDSA P-256.
 //!
-//! * ring: AES-GCM, SHA-2, HKDF, RSA and ECDSA P-384 signatures.
+//! * ring: AES-GCM, SHA-2, HKDF, RSA and ECDSA P-384 signatures, and the
+//!   random bytes (getrandom(2) through `ring::rand::SystemRandom`).
 //! * RustCrypto `p256`: the P-256 key exchange and ECDSA P-256 signatures.
 //!   ring's P-256 code carries a 151 KB precomputed table (for speed we do
 //!   not need: three handshakes per drain); p256's is a fraction of that.
