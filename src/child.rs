@@ -1,13 +1,32 @@
 //! Starting the app and signalling it.
 //!
+//! The app is started with fork(2) and execve(2) by hand, which is smaller
+//! than `std::process::Command` and lets the child do exactly what an init
+//! owes it. Three rules make that sound, and are worth keeping:
+//!
+//! * **Everything is allocated before the fork.** lastcall may have threads
+//!   (a drain thread), and after fork only async-signal-safe calls are
+//!   allowed in the child: the argv C strings, the `PATH` candidates
+//!   (execvp(3) would allocate) and the working directory's descriptor are
+//!   all prepared first, and `exec_child` only makes system calls on them.
+//! * **exec reports its failure through a pipe.** The child writes its
+//!   errno to a close-on-exec pipe and `_exit`s; end of file without bytes
+//!   means exec succeeded. So `spawn` returns either a running app or the
+//!   real reason it could not start, mapped to the shell's 127 (not found)
+//!   and 126 (not executable).
+//! * **Signals are reset with the raw rt_sigaction(2) syscall.** Before exec
+//!   the child sets every disposition to its default and unblocks all
+//!   signals, so it starts as if no init were there, whatever lastcall
+//!   inherited. glibc's sigaction(3) refuses signals 32 and 33 (its own),
+//!   yet an ignored 32/33 is inherited across exec too, so the kernel call
+//!   is made directly.
+//!
 //! The child always gets its own process group (as with tini), so that
 //! `--process-group` can signal the app and everything it started with one
 //! kill(2), and so that a terminal's foreground can be handed to it: with a
 //! TTY on stdin the child becomes the foreground process group, and Ctrl-C
 //! and Ctrl-Z reach it straight from the terminal driver, as in a shell
-//! (tini's `isolate_child`). Before exec the child resets every signal
-//! disposition to its default and unblocks all signals, so it starts as if
-//! no init were there, whatever lastcall itself inherited.
+//! (tini's `isolate_child`).
 
 use std::ffi::CString;
 use std::io::{self, Read};

@@ -241,6 +241,8 @@ impl Out {
         match self {
             Out::Nonblocking(f) => f.as_fd(),
             // SAFETY: descriptor 2 stays open for the life of the process.
+            // (std's `Stderr::as_fd` borrows only for the handle's lifetime,
+            // and the poll in `flush_at_exit` needs a 'static borrow.)
             Out::Socket | Out::Plain => unsafe { BorrowedFd::borrow_raw(libc::STDERR_FILENO) },
         }
     }

@@ -16,6 +16,8 @@ use std::fs;
 
 /// Best effort; every failure just leaves the memory mapped.
 pub fn release_startup_pages() {
+    // No safe wrapper exists for malloc_trim(3) or madvise(2) (nix's madvise
+    // is unsafe too: it can drop pages a program still relies on).
     // SAFETY: malloc_trim only returns free heap memory to the kernel.
     unsafe { libc::malloc_trim(0) };
     let Ok(exe) = fs::read_link("/proc/self/exe") else { return };

@@ -1,6 +1,14 @@
 //! Signal policy as data: which signals lastcall forwards, which it keeps,
 //! how a signal is named, and how a rewrite table applies.
 //!
+//! The policy is a few constant tables and pure functions of signal
+//! numbers, not code spread over the places that install handlers: config
+//! validation (which signals a rewrite or `--stop-signal` may name), the
+//! supervisor (which signals it catches and ignores) and the error messages
+//! read the same sets, and unit tests check them without sending a signal. A signal
+//! is a plain number ([`Signal`]), because the real-time signals that apps
+//! use for their own protocols have no name in `nix::Signal`.
+//!
 //! Like tini, lastcall forwards every catchable signal except SIGCHLD and the
 //! synchronous fault signals (a SIGSEGV sent with kill(2) to an init is a
 //! mistake, not a request for the app). SIGTTIN/SIGTTOU are ignored so a
@@ -172,8 +180,11 @@ impl SignalSource {
     /// again. Checking costs what resetting did: one sigaction per signal.
     pub fn install(signals: impl IntoIterator<Item = i32>) -> std::io::Result<SignalSource> {
         use std::os::fd::FromRawFd;
+        // Raw libc: the set includes the real-time signals, which nix's
+        // `SigSet` and `sigaction` cannot name.
         // SAFETY: plain libc calls on a local, zero-initialised sigset_t and
-        // sigaction; the signals are blocked before their dispositions change.
+        // sigaction; the signals are blocked before their dispositions change,
+        // and the only disposition installed is SIG_DFL (no handler code).
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
@@ -218,24 +229,31 @@ impl SignalSource {
     /// lastcall's pid: kill(-1) and kill(-pgid) never signal the caller's
     /// own process here, and a sender outside the namespace shows as pid 0.
     pub fn pending(&self) -> Vec<Signal> {
-        use std::os::fd::AsRawFd;
+        const RECORDS: usize = 8;
+        let mut buf = [0u8; RECORDS * SIGINFO_SIZE];
         let mut out = Vec::new();
         loop {
-            // SAFETY: signalfd_siginfo is plain data; read(2) fills at most
-            // the buffer's size in whole records.
-            let mut infos: [libc::signalfd_siginfo; 8] = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), infos.as_mut_ptr().cast(), size * infos.len()) };
-            if n <= 0 {
-                return out;
-            }
-            let records = n as usize / size;
-            out.extend(infos[..records].iter().filter(|i| i.ssi_pid != self.me).map(|i| Signal(i.ssi_signo as i32)));
-            if records < infos.len() {
+            // EAGAIN (nothing queued) and any other error end the batch.
+            let Ok(n @ 1..) = nix::unistd::read(&self.fd, &mut buf) else { return out };
+            let records = buf[..n].chunks_exact(SIGINFO_SIZE);
+            out.extend(records.filter(|r| field(r, SSI_PID) != self.me).map(|r| Signal(field(r, SSI_SIGNO) as i32)));
+            if n < buf.len() {
                 return out;
             }
         }
     }
+}
+
+/// signalfd(2) returns whole `struct signalfd_siginfo` records; they are
+/// read as bytes, and the two fields used are taken at the offsets libc's
+/// definition of the struct gives, so no `unsafe` reinterprets the buffer.
+const SIGINFO_SIZE: usize = std::mem::size_of::<libc::signalfd_siginfo>();
+const SSI_SIGNO: usize = std::mem::offset_of!(libc::signalfd_siginfo, ssi_signo);
+const SSI_PID: usize = std::mem::offset_of!(libc::signalfd_siginfo, ssi_pid);
+
+/// The u32 field at `at` of one signalfd_siginfo record.
+fn field(record: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]])
 }
 
 #[cfg(test)]

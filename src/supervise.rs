@@ -126,7 +126,8 @@ fn configure_process(init: &InitConfig, is_pid1: bool) {
     }
     for &sig in signals::IGNORED {
         if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
-            // SAFETY: SIG_IGN installs no handler code.
+            // SAFETY: nix marks signal() unsafe for the handler code it may
+            // install; SIG_IGN installs none.
             let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
         }
     }

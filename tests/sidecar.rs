@@ -586,11 +586,11 @@ const STOP_SENT: &str = "stop signal sent to the app";
 
 /// A stop signal may come at any moment of start-up, e.g. when the kubelet
 /// deletes a pod that is still starting. Sent after each signal-handling
-/// system call of `lastcall sidecar -- helper` in turn (where the sidecar
-/// used to install a handler, then reset it when the supervisor's signalfd
-/// was opened), it either kills lastcall before it took charge of the
-/// signal (default disposition: nothing started yet), or is sent on to the
-/// helper and lastcall exits. It is never lost. (Whether the helper, just
+/// system call of `lastcall sidecar -- helper` in turn (each one a moment
+/// where a disposition changes, and where a signal that is neither blocked
+/// nor handled would be lost), it either kills lastcall before it took
+/// charge of the signal (default disposition: nothing started yet), or is
+/// sent on to the helper and lastcall exits. It is never lost. (Whether the helper, just
 /// started, has its own handler yet is the helper's race: the test reads
 /// lastcall's log, not the helper's.)
 #[test]

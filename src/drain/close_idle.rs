@@ -174,14 +174,10 @@ impl Step {
             let Some(p) = probe(&sock) else { continue };
             let track = Track::observe(self.seen.get(&inode), &p);
             match verdict(&p, track.order, MIN_IDLE_MS) {
-                Verdict::Idle => {
-                    // SAFETY: shutdown(2) on a descriptor we own; no memory is passed.
-                    if unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) } == 0 {
-                        closed += 1;
-                    } else {
-                        debug!(pid, fd, error = %Errno::last(), "shutdown of an idle connection failed");
-                    }
-                }
+                Verdict::Idle => match nix::sys::socket::shutdown(sock.as_raw_fd(), nix::sys::socket::Shutdown::Both) {
+                    Ok(()) => closed += 1,
+                    Err(e) => debug!(pid, fd, error = %e, "shutdown of an idle connection failed"),
+                },
                 Verdict::Busy => {
                     tracing::trace!(inode, probe = ?p, order = ?track.order, "connection busy");
                     busy += 1;
@@ -272,6 +268,8 @@ fn copy_fd(pidfds: &mut HashMap<i32, OwnedFd>, pid: i32, fd: RawFd) -> Result<Op
     let pidfd = match pidfds.entry(pid) {
         std::collections::hash_map::Entry::Occupied(e) => e.get().as_raw_fd(),
         std::collections::hash_map::Entry::Vacant(e) => {
+            // Raw syscall: neither std (PidFd is unstable) nor nix wraps
+            // pidfd_open(2) or pidfd_getfd(2).
             // SAFETY: pidfd_open(2) takes two integers and returns a new descriptor or -1.
             let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
             if r < 0 {
@@ -423,6 +421,8 @@ fn probe(sock: &OwnedFd) -> Option<Probe> {
     let fd = sock.as_raw_fd();
     let mut info = [0u8; 232];
     let mut len = info.len() as libc::socklen_t;
+    // Raw libc: nix has no TCP_INFO option, and the fields past
+    // `diag::TcpInfoPrefix` are read from the bytes.
     // SAFETY: `info` is writable for `len` bytes and `len` points to its size.
     let r = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &mut len) };
     if r != 0 || (len as usize) < diag::TCPI_LAST_ACK_RECV + 4 {
@@ -433,6 +433,7 @@ fn probe(sock: &OwnedFd) -> Option<Probe> {
     let u64_at = |off: usize| info.get(off..off + 8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()));
     let queue = |req| {
         let mut n: libc::c_int = 0;
+        // nix's ioctl macros generate unsafe functions too.
         // SAFETY: SIOCINQ/SIOCOUTQNSD write one int through the pointer, which points to `n`.
         (unsafe { libc::ioctl(fd, req, &mut n) } == 0).then_some(n.max(0) as u32)
     };
@@ -456,6 +457,9 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsFd;
+
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
     fn idle() -> Probe {
         Probe {
@@ -563,11 +567,14 @@ mod tests {
         assert_eq!(verdict(&p, Order::Unknown, MIN_IDLE_MS), Verdict::Busy, "read, not answered: {p:?}");
         server.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
         let _ = client.read(&mut buf).unwrap();
+        // Waits out MIN_IDLE again: the answer is the last data now.
         std::thread::sleep(Duration::from_millis(30));
         let p = probe(&server_fd).unwrap();
         assert_eq!(verdict(&p, Order::Unknown, MIN_IDLE_MS), Verdict::Idle, "answered: {p:?}");
         client.write_all(b"GET").unwrap();
-        std::thread::sleep(Duration::from_millis(30));
+        // The event itself: the request has arrived once the server's socket is readable.
+        let mut fds = [PollFd::new(server_fd.as_fd(), PollFlags::POLLIN)];
+        assert_eq!(poll(&mut fds, PollTimeout::from(10_000u16)), Ok(1), "the request never arrived");
         assert_eq!(verdict(&probe(&server_fd).unwrap(), Order::Unknown, MIN_IDLE_MS), Verdict::Busy, "unread request");
     }
 }

@@ -16,6 +16,17 @@
 //!   `Proc` is alive prints the same dump from `Drop`.
 //! - `Drop` kills everything the run started, so no process outlives a test.
 //!
+//! Two habits of this harness are worth keeping, and new tests should use
+//! them:
+//! - `both_modes!` turns one test body into a `pid1` and a `subreaper` test
+//!   (dumb-init's test matrix): lastcall must behave the same as PID 1 of a
+//!   namespace and as a child subreaper, and a behaviour written once is
+//!   checked in both.
+//! - Death is proven by end of file, not by waiting: the app and whatever it
+//!   starts inherit lastcall's stdout, so [`Proc::expect_eof`] returns only
+//!   once every process holding the pipe is gone (cargo's death tests do the
+//!   same with a socket). No sleep can prove that a process is dead.
+//!
 //! Timestamps: testapp prints CLOCK_MONOTONIC nanoseconds (`MONO_NS`); the
 //! harness uses the same clock ([`mono_ns`]) for "when we sent a signal" and
 //! "when lastcall exited", so tests can assert ordering across processes.

@@ -105,56 +105,28 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 }
 
 fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for `len` bytes; gethostname writes at most
-    // that many and NUL-terminates when the name fits (it always fits: the
-    // kernel's nodename is at most 64 bytes).
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    std::str::from_utf8(&buf[..end]).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    let name = nix::unistd::gethostname().ok()?.into_string().ok()?;
+    Some(name.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 /// Non-loopback, non-link-local addresses of the container's interfaces.
 pub fn interface_addresses() -> Vec<IpAddr> {
     let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, not freed yet.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return out };
+    for ifa in addrs {
+        let Some(addr) = ifa.address else { continue };
+        let ip = if let Some(sin) = addr.as_sockaddr_in() {
+            IpAddr::V4(sin.ip())
+        } else if let Some(sin6) = addr.as_sockaddr_in6() {
+            IpAddr::V6(sin6.ip())
+        } else {
             continue;
-        }
-        // SAFETY: ifa_addr is non-null and points to a sockaddr whose family
-        // says which larger struct it really is.
-        let ip = unsafe {
-            match (*ifa.ifa_addr).sa_family as i32 {
-                libc::AF_INET => {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()) // network byte order in memory
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    IpAddr::from(sin6.sin6_addr.s6_addr)
-                }
-                _ => continue,
-            }
         };
         let link_local = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
         if !ip.is_loopback() && !ip.is_unspecified() && !link_local && !out.contains(&ip) {
             out.push(ip);
         }
     }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
     out
 }
 

@@ -699,9 +699,8 @@ impl Drain<'_> {
 fn backoff(n: u32) -> Duration {
     let full = BACKOFF_FIRST.saturating_mul(1 << n.saturating_sub(1).min(16)).min(BACKOFF_MAX);
     let mut r = [0u8; 2];
-    // SAFETY: the pointer and length describe `r`, which is writable.
-    let got = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), libc::GRND_NONBLOCK) };
-    let fraction = if got == 2 { f64::from(u16::from_ne_bytes(r)) / f64::from(u16::MAX) } else { 0.0 };
+    let got = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r);
+    let fraction = if got.is_ok() { f64::from(u16::from_ne_bytes(r)) / f64::from(u16::MAX) } else { 0.0 };
     full.mul_f64(1.0 - fraction / 2.0)
 }
 

@@ -7,7 +7,8 @@
 //! certificates: kubeadm and most distributions sign with RSA 2048, k3s
 //! with ECDSA P-256.
 //!
-//! * ring: AES-GCM, SHA-2, HKDF, RSA and ECDSA P-384 signatures.
+//! * ring: AES-GCM, SHA-2, HKDF, RSA and ECDSA P-384 signatures, and the
+//!   random bytes (getrandom(2) through `ring::rand::SystemRandom`).
 //! * RustCrypto `p256`: the P-256 key exchange and ECDSA P-256 signatures.
 //!   ring's P-256 code carries a 151 KB precomputed table (for speed we do
 //!   not need: three handshakes per drain); p256's is a fraction of that.
@@ -149,24 +150,14 @@ impl ActiveKeyExchange for P256Active {
     }
 }
 
-/// getrandom(2), the kernel's CSPRNG.
+/// getrandom(2), the kernel's CSPRNG, through ring (which retries EINTR
+/// and short reads).
 #[derive(Debug)]
 struct Random;
 
 impl SecureRandom for Random {
-    fn fill(&self, mut buf: &mut [u8]) -> Result<(), GetRandomFailed> {
-        while !buf.is_empty() {
-            // SAFETY: the pointer and length describe `buf`, which is writable.
-            let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(GetRandomFailed);
-            }
-            buf = &mut buf[n as usize..];
-        }
-        Ok(())
+    fn fill(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf).map_err(|_| GetRandomFailed)
     }
 }
 

@@ -21,13 +21,10 @@ const ENV: &str = "LASTCALL_BENCH_CONNECT";
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft one.
 fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: `lim` is a valid rlimit with cur <= max.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-    lim.rlim_cur
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    hard
 }
 
 /// Client side, in its own process: opens `CONNS` connections to the

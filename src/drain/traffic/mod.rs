@@ -533,10 +533,8 @@ impl Sampler {
 
 /// CPU time (user + system) of the calling thread: CLOCK_THREAD_CPUTIME_ID.
 fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; the clock always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    // Cannot fail: the calling thread's CPU clock always exists (Linux 2.6.12+).
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(Duration::ZERO, Duration::from)
 }
 
 /// One inbound socket as a sample saw it.

@@ -122,8 +122,7 @@ pub fn pid1_age() -> Option<Duration> {
     // Field 22, starttime, in clock ticks since boot; field 3 is the first after ")".
     let start: u64 = stat[stat.rfind(')')? + 1..].split_whitespace().nth(19)?.parse().ok()?;
     let uptime = uptime_ms(&std::fs::read_to_string("/proc/uptime").ok()?)?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
     let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
     uptime.checked_sub(start * 1000 / hz).map(Duration::from_millis)
 }
