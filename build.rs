@@ -15,8 +15,11 @@
 //!
 //! It also links the release binary without unwind tables
 //! (build/no-unwind-tables.ld: 12 % of the file), where `panic = "abort"`
-//! means nothing can unwind. Only the binary, only in the release profile:
-//! test binaries unwind to report a failed test.
+//! means nothing can unwind. Only the binary, only in the release profile
+//! (test binaries unwind to report a failed test), and only on x86_64, whose
+//! release binary is static-pie: a static non-PIE link (the aarch64 release)
+//! starts with crtbeginT.o, which registers `.eh_frame` at start-up, so
+//! discarding the section fails the link there.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,7 +43,8 @@ fn main() {
     // CARGO_CFG_PANIC does not see profile settings.
     let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
     let linux = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
-    if release && linux {
+    let x86_64 = std::env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|arch| arch == "x86_64");
+    if release && linux && x86_64 {
         let script = manifest_dir.join("build/no-unwind-tables.ld");
         println!("cargo:rerun-if-changed=build/no-unwind-tables.ld");
         println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
