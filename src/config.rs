@@ -26,15 +26,12 @@ pub enum ConfigError {
     Usage(&'static str),
 }
 
-/// Which drain strategies run, in order.
+/// A drain strategy `--drain` accepts (each is a `drain::Strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     Delay,
     K8s,
     Traffic,
-    /// Sidecar only: until the app's `--wait-port`s stop accepting connections.
-    #[cfg_attr(not(feature = "sidecar"), allow(dead_code))] // built by the sidecar only
-    PortsClosed,
 }
 
 impl Strategy {
@@ -43,7 +40,6 @@ impl Strategy {
             Strategy::Delay => "delay",
             Strategy::K8s => "k8s",
             Strategy::Traffic => "traffic",
-            Strategy::PortsClosed => "wait-port",
         }
     }
 }
@@ -51,6 +47,7 @@ impl Strategy {
 /// Everything the drain strategies need.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DrainConfig {
+    /// `--drain`: the strategies the user chose, in order.
     pub strategies: Vec<Strategy>,
     /// The fixed delay, and the fallback when a strategy cannot observe.
     pub delay: Duration,
@@ -59,10 +56,23 @@ pub struct DrainConfig {
     pub poll_interval: Duration,
     /// None: chosen from the pod's history when the drain starts.
     pub quiet_period: Option<Duration>,
+    /// `--port`: the ports the traffic strategy watches.
     pub ports: Vec<u16>,
+    /// The sidecar helper's drain (`lastcall sidecar --wait-port`): after
+    /// the chosen strategies (the helper has none), wait until these ports
+    /// of the app stop accepting connections (`drain/ports.rs`). Never set
+    /// by `--drain`.
+    pub wait_ports: Vec<u16>,
     /// `--close-idle`: ports whose idle connections are closed after the drain.
     pub close_idle: Vec<u16>,
     pub k8s: K8sConfig,
+}
+
+impl DrainConfig {
+    /// No strategy runs: the stop signal goes to the app at once.
+    pub fn is_empty(&self) -> bool {
+        self.strategies.is_empty() && self.wait_ports.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -413,6 +423,7 @@ fn shutdown_config(c: &CommonArgs) -> Result<ShutdownConfig, ConfigError> {
                 Some(q) => Some(nonzero("--quiet-period", duration("--quiet-period", q)?)?),
             },
             ports: c.traffic.port.clone(),
+            wait_ports: vec![],
             close_idle: close_idle(&c.traffic.close_idle)?,
             k8s: K8sConfig {
                 api: k.k8s_api.clone(),

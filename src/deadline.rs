@@ -86,6 +86,7 @@ impl Budget {
     /// Adopt an externally known hard deadline (the kubelet's SIGKILL time):
     /// act the kill margin before it, and keep the stop budget before that,
     /// both for the grace period that is really left.
+    #[cfg(any(feature = "k8s", test))]
     pub fn tighten(&self, plan: Plan, hard_deadline: Instant) -> Plan {
         // The grace period really left: never more than the configured one,
         // whose plan a later deadline does not change.

@@ -19,6 +19,7 @@
 use std::collections::BTreeSet;
 
 use crate::child::SpawnError;
+use crate::drain::PreflightError;
 
 /// Bad usage or settings (clap's convention).
 pub const EXIT_USAGE: i32 = 2;
@@ -34,18 +35,22 @@ pub enum Failure {
     Spawn(#[from] SpawnError),
     #[error("{what}: {source}")]
     Setup { what: &'static str, source: std::io::Error },
+    /// The sidecar's `--listen` address.
+    #[cfg(feature = "sidecar")]
     #[error("cannot listen on {addr} (--listen): {source}")]
     Listen { addr: String, source: std::io::Error },
     /// `--strict` and a drain strategy cannot work here.
     #[error("{0} (exiting because of --strict)")]
-    Preflight(String),
+    Preflight(#[from] PreflightError),
 }
 
 impl Failure {
     pub fn exit_code(&self) -> i32 {
         match self {
             Failure::Spawn(e) => e.exit_code(),
-            Failure::Setup { .. } | Failure::Listen { .. } => EXIT_SETUP,
+            Failure::Setup { .. } => EXIT_SETUP,
+            #[cfg(feature = "sidecar")]
+            Failure::Listen { .. } => EXIT_SETUP,
             Failure::Preflight(_) => EXIT_PREFLIGHT,
         }
     }

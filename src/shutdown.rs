@@ -31,7 +31,9 @@ pub enum Event {
     DrainRequest,
     /// The drain strategies finished; the text says why.
     DrainDone(String),
-    /// The instant the kubelet will SIGKILL the pod (its deletionTimestamp).
+    /// The instant the kubelet will SIGKILL the pod (its deletionTimestamp,
+    /// which only the k8s strategy reads).
+    #[cfg(any(feature = "k8s", test))]
     HardDeadline(Instant),
     /// The main child exited.
     ChildExited(ChildExit),
@@ -84,6 +86,7 @@ pub enum Happened {
     /// The kill deadline came with the app still running.
     GraceDeadline,
     /// The pod's deletion deadline moved the plan earlier.
+    #[cfg(any(feature = "k8s", test))]
     DeadlineAdopted { kill_in: Duration },
     /// The main child exited, in `phase`.
     AppExited { exit: ChildExit, phase: Phase },
@@ -222,6 +225,7 @@ impl Shutdown {
                 Step::act(vec![Action::KillAll]).with(Happened::GraceDeadline)
             }
 
+            #[cfg(any(feature = "k8s", test))]
             (_, E::HardDeadline(at)) => {
                 let Some(plan) = self.plan else { return Step::default() };
                 let tightened = self.settings.budget.tighten(plan, at);

@@ -65,6 +65,7 @@ impl Inbox {
 }
 
 impl drain::Notify for Inbox {
+    #[cfg(feature = "k8s")]
     fn hard_deadline(&self, at: Instant) {
         self.send(Event::HardDeadline(at));
     }
@@ -163,9 +164,9 @@ fn listen_for_hooks(init: &InitConfig, shutdown: &ShutdownConfig) -> Option<cont
 /// checked on a thread and logged as a warning.
 fn preflight(shutdown: &ShutdownConfig) -> Result<(), Failure> {
     if shutdown.drain.k8s.strict {
-        return drain::preflight(&shutdown.drain).map_err(Failure::Preflight);
+        return Ok(drain::preflight(&shutdown.drain)?);
     }
-    if !shutdown.drain.strategies.is_empty() {
+    if !shutdown.drain.is_empty() {
         let cfg = shutdown.drain.clone();
         let _ = std::thread::Builder::new().name("preflight".into()).stack_size(512 * 1024).spawn(move || {
             if let Err(problem) = drain::preflight(&cfg) {
@@ -220,7 +221,7 @@ impl<'a> Supervisor<'a> {
     ) -> Self {
         let machine = Shutdown::new(Settings {
             budget: shutdown.budget,
-            drain: !shutdown.drain.strategies.is_empty(),
+            drain: !shutdown.drain.is_empty(),
             stop_signal: shutdown.stop_signal,
             leftover_timeout: init.leftover_timeout,
             wait_descendants: init.wait_descendants,
@@ -427,6 +428,7 @@ impl<'a> Supervisor<'a> {
                 warn!(t_ms, "no stop signal followed the drain request: back to running (the app was not stopped)")
             }
             Happened::GraceDeadline => warn!(t_ms, "grace deadline reached: sending SIGKILL to the app and every process left"),
+            #[cfg(any(feature = "k8s", test))]
             Happened::DeadlineAdopted { kill_in } => {
                 info!(t_ms, kill_in_ms = ms(*kill_in), "pod deletion deadline is sooner than --grace-period: adopting it")
             }

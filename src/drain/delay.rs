@@ -3,18 +3,27 @@
 
 use std::time::Instant;
 
-use super::{Ctx, Outcome};
+use super::{Ctx, Outcome, Strategy};
 use crate::deadline::saturating_add;
 
-pub fn wait(ctx: &Ctx) -> Outcome {
-    let full = saturating_add(ctx.started, ctx.cfg.delay);
-    let end = full.min(ctx.until());
-    sleep_until(end);
-    if end < full {
-        let waited = end.saturating_duration_since(ctx.started).as_millis();
-        return Outcome::Done(format!("fixed delay of {}ms cut to {waited}ms by the drain deadline", ctx.cfg.delay.as_millis()));
+/// The strategy (`--drain delay`, or `--drain-delay` alone).
+pub struct Delay;
+
+impl Strategy for Delay {
+    fn name(&self) -> &'static str {
+        crate::config::Strategy::Delay.name()
     }
-    Outcome::Done(format!("fixed delay of {}ms", ctx.cfg.delay.as_millis()))
+
+    fn wait(&mut self, ctx: &Ctx) -> Outcome {
+        let full = saturating_add(ctx.started, ctx.cfg.delay);
+        let end = full.min(ctx.until());
+        sleep_until(end);
+        if end < full {
+            let waited = end.saturating_duration_since(ctx.started).as_millis();
+            return Outcome::Done(format!("fixed delay of {}ms cut to {waited}ms by the drain deadline", ctx.cfg.delay.as_millis()));
+        }
+        Outcome::Done(format!("fixed delay of {}ms", ctx.cfg.delay.as_millis()))
+    }
 }
 
 /// Sleep until `t` (std's sleep may return early on EINTR-less platforms;

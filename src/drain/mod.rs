@@ -21,13 +21,87 @@ pub mod ports;
 pub mod traffic;
 
 use std::cell::Cell;
+use std::fmt::{Display, Write as _};
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
-use crate::config::{DrainConfig, Strategy};
+use crate::config::{self, DrainConfig};
 use crate::deadline::Budget;
+
+/// A drain strategy. Each lives in a file of its own and is chosen by
+/// `strategies`; `chain` runs them in order and `preflight` checks them at
+/// startup.
+pub trait Strategy {
+    /// Its name in `--drain`, in the log and in the drain's reason.
+    fn name(&self) -> &'static str;
+
+    /// When lastcall starts, before any check: note what the strategy needs
+    /// to know from then on (the traffic strategy: the pod's counters).
+    /// Quick, and never fails.
+    fn at_start(&self) {}
+
+    /// The startup self-check: can the strategy observe here? A problem is
+    /// one line saying what to do.
+    fn preflight(&self, _cfg: &DrainConfig) -> Result<(), Problem> {
+        Ok(())
+    }
+
+    /// At the stop signal, when another strategy runs before this one:
+    /// note what it must know of that moment (the traffic strategy: what
+    /// the pod had received so far).
+    fn at_stop(&mut self, _ctx: &Ctx) {}
+
+    /// Wait until the end the strategy observes, within `ctx.until()`.
+    fn wait(&mut self, ctx: &Ctx) -> Outcome;
+}
+
+/// What a strategy's startup check found wrong, in its own error type.
+pub type Problem = Box<dyn std::error::Error + Send + Sync>;
+
+/// A strategy's startup check failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{strategy} drain: {problem}")]
+pub struct PreflightError {
+    pub strategy: &'static str,
+    pub problem: Problem,
+}
+
+/// The strategies of a drain, in order: those `--drain` named, then the
+/// sidecar helper's wait for the app's ports (never a `--drain` choice).
+fn strategies(cfg: &DrainConfig) -> Vec<Box<dyn Strategy>> {
+    let mut chain: Vec<Box<dyn Strategy>> = cfg.strategies.iter().map(|&s| chosen(s)).collect();
+    if !cfg.wait_ports.is_empty() {
+        chain.push(Box::new(ports::WaitPort));
+    }
+    chain
+}
+
+fn chosen(strategy: config::Strategy) -> Box<dyn Strategy> {
+    match strategy {
+        config::Strategy::Delay => Box::new(delay::Delay),
+        #[cfg(feature = "k8s")]
+        config::Strategy::K8s => Box::new(k8s::K8s),
+        #[cfg(feature = "traffic")]
+        config::Strategy::Traffic => Box::<traffic::Traffic>::default(),
+        // config.rs refuses a strategy that is not built in.
+        #[allow(unreachable_patterns)]
+        other => Box::new(NotBuiltIn(other.name())),
+    }
+}
+
+struct NotBuiltIn(&'static str);
+
+impl Strategy for NotBuiltIn {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn wait(&mut self, _: &Ctx) -> Outcome {
+        Outcome::Fallback(format!("strategy {} is not built in", self.0))
+    }
+}
 
 /// What a strategy saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,13 +126,19 @@ pub struct Ended {
 
 /// Messages a strategy can send to the supervisor while it runs.
 pub trait Notify: Send + Sync {
-    /// The instant the kubelet will SIGKILL the pod, when it becomes known.
+    /// The instant the kubelet will SIGKILL the pod, when it becomes known
+    /// (only the k8s strategy reads it, from the pod's deletionTimestamp).
+    #[cfg(feature = "k8s")]
     fn hard_deadline(&self, at: Instant);
 }
 
-/// No-op notifier, for modes without a supervisor.
+/// No-op notifier, for modes without a supervisor (the sidecar's hub) and
+/// for tests.
+#[cfg(any(feature = "sidecar", all(test, feature = "k8s")))]
 pub struct NoNotify;
+#[cfg(any(feature = "sidecar", all(test, feature = "k8s")))]
 impl Notify for NoNotify {
+    #[cfg(feature = "k8s")]
     fn hard_deadline(&self, _: Instant) {}
 }
 
@@ -69,24 +149,40 @@ pub struct Ctx<'a> {
     /// The drain must be over by then (the supervisor enforces it too);
     /// shared by the strategies of one chain, and moved earlier when the
     /// pod's deletion deadline turns out to be sooner.
-    until: &'a Cell<Instant>,
-    /// Set where the drain runs without a supervisor to tighten its plan.
-    budget: Option<Budget>,
+    until: Cell<Instant>,
     pub cfg: &'a DrainConfig,
     /// The supervised app, whose sockets the traffic strategy watches.
+    #[cfg(feature = "traffic")]
     pub child_pid: Option<i32>,
-    notify: Arc<dyn Notify>,
     /// Set by `not_deleting`.
-    not_deleting: &'a Cell<bool>,
+    not_deleting: Cell<bool>,
+    /// Where a learned hard deadline goes (see `hard_deadline`).
+    #[cfg(feature = "k8s")]
+    notify: Arc<dyn Notify>,
+    /// Set where the drain runs without a supervisor to tighten its plan.
+    #[cfg(feature = "k8s")]
+    budget: Option<Budget>,
 }
 
 impl<'a> Ctx<'a> {
     #[cfg(test)]
-    pub fn new(started: Instant, until: &'a Cell<Instant>, cfg: &'a DrainConfig, child_pid: Option<i32>, notify: Arc<dyn Notify>) -> Self {
-        Ctx { started, until, budget: None, cfg, child_pid, notify, not_deleting: Box::leak(Box::default()) }
+    pub fn new(started: Instant, until: Instant, cfg: &'a DrainConfig) -> Self {
+        Ctx {
+            started,
+            until: Cell::new(until),
+            cfg,
+            #[cfg(feature = "traffic")]
+            child_pid: None,
+            not_deleting: Cell::new(false),
+            #[cfg(feature = "k8s")]
+            notify: Arc::new(NoNotify),
+            #[cfg(feature = "k8s")]
+            budget: None,
+        }
     }
 
     /// Record that the pod is known not to be being deleted (see `Ended`).
+    #[cfg(feature = "k8s")]
     pub fn not_deleting(&self) {
         self.not_deleting.set(true);
     }
@@ -108,6 +204,7 @@ impl<'a> Ctx<'a> {
     /// deletionTimestamp): tell the supervisor, and, where this drain has a
     /// budget of its own (`lastcall drain` without a PID 1), end it early
     /// enough to leave the kill margin and the app's stop budget.
+    #[cfg(feature = "k8s")]
     pub fn hard_deadline(&self, at: Instant) {
         self.notify.hard_deadline(at);
         if let Some(b) = self.budget {
@@ -130,76 +227,77 @@ pub fn run(
     child_pid: Option<i32>,
     notify: Arc<dyn Notify>,
 ) -> Ended {
-    let not_deleting = Cell::new(false);
-    let why = chain(cfg, started, until, budget, child_pid, notify, &not_deleting);
+    // Only the k8s strategy learns a hard deadline, and only the traffic
+    // strategy and close_idle look at the app's sockets.
+    #[cfg(not(feature = "k8s"))]
+    let _ = (budget, notify);
+    #[cfg(not(feature = "traffic"))]
+    let _ = child_pid;
+    let ctx = Ctx {
+        started,
+        until: Cell::new(until),
+        cfg,
+        #[cfg(feature = "traffic")]
+        child_pid,
+        not_deleting: Cell::new(false),
+        #[cfg(feature = "k8s")]
+        notify,
+        #[cfg(feature = "k8s")]
+        budget,
+    };
+    let why = chain(&ctx);
     // Last, before the stop signal, within the drain's time: see close_idle.rs.
     #[cfg(feature = "traffic")]
     if !cfg.close_idle.is_empty() {
         close_idle::step(&cfg.close_idle, child_pid, until);
     }
-    Ended { why, not_deleting: not_deleting.get() }
+    Ended { why, not_deleting: ctx.not_deleting.get() }
 }
 
-fn chain(
-    cfg: &DrainConfig,
-    started: Instant,
-    until: Instant,
-    budget: Option<Budget>,
-    child_pid: Option<i32>,
-    notify: Arc<dyn Notify>,
-    not_deleting: &Cell<bool>,
-) -> String {
+/// The strategies, one after the other, until one observes the end or the
+/// last cannot observe; returns why the drain ended.
+fn chain(ctx: &Ctx) -> String {
+    let mut strategies = strategies(ctx.cfg);
+    // The first strategy starts at the stop signal; the ones after it take
+    // what they need of that moment now (the traffic strategy's history
+    // ends at the stop signal, also when it runs after another strategy).
+    for later in strategies.iter_mut().skip(1) {
+        later.at_stop(ctx);
+    }
+    let count = strategies.len();
     let mut why = String::from("nothing to drain");
     let mut fell_back: Option<String> = None;
-    // The traffic strategy's history ends at the stop signal, also when it
-    // runs after another strategy.
-    #[cfg(feature = "traffic")]
-    let mut at_stop = match cfg.strategies.iter().position(|&s| s == Strategy::Traffic) {
-        Some(i) if i > 0 => traffic::at_stop(&cfg.ports, child_pid),
-        _ => None,
-    };
-    let until = Cell::new(until);
-    for (i, &strategy) in cfg.strategies.iter().enumerate() {
-        let ctx = Ctx { started, until: &until, budget, cfg, child_pid, notify: notify.clone(), not_deleting };
-        let outcome = match strategy {
-            Strategy::Delay => delay::wait(&ctx),
-            #[cfg(feature = "k8s")]
-            Strategy::K8s => k8s::wait(&ctx),
-            #[cfg(feature = "traffic")]
-            Strategy::Traffic => traffic::wait(&ctx, at_stop.take()),
-            Strategy::PortsClosed => ports::wait(&ctx),
-            #[allow(unreachable_patterns)]
-            other => Outcome::Fallback(format!("strategy {} is not built in", other.name())),
-        };
-        match outcome {
+    for (i, strategy) in strategies.iter_mut().enumerate() {
+        let (name, is_last) = (strategy.name(), i + 1 == count);
+        match strategy.wait(ctx) {
             Outcome::Done(seen) => {
-                if i + 1 < cfg.strategies.len() {
-                    info!(strategy = strategy.name(), seen = %seen, "drain step done");
+                if !is_last {
+                    info!(strategy = name, seen = %seen, "drain step done");
                 }
                 why = match fell_back.take() {
-                    Some(earlier) => format!("{earlier}; {}: {seen}", strategy.name()),
-                    None => format!("{}: {seen}", strategy.name()),
+                    Some(earlier) => format!("{earlier}; {name}: {seen}"),
+                    None => format!("{name}: {seen}"),
                 };
             }
             // A later strategy that observes is better than the fixed
             // delay (`k8s,traffic` with the API down or forbidden: the
             // traffic still shows when the load balancers let go). Not when
             // the pod is known not to be deleted: no endpoint will change.
-            Outcome::Fallback(reason) if i + 1 < cfg.strategies.len() && !not_deleting.get() => {
-                warn!(strategy = strategy.name(), reason = %reason, "cannot observe the endpoint: going on with the next strategy");
-                fell_back = Some(format!("{}: cannot observe: {reason}", strategy.name()));
+            Outcome::Fallback(reason) if !is_last && !ctx.not_deleting.get() => {
+                warn!(strategy = name, reason = %reason, "cannot observe the endpoint: going on with the next strategy");
+                fell_back = Some(format!("{name}: cannot observe: {reason}"));
             }
             Outcome::Fallback(reason) => {
-                let fallback_end = crate::deadline::saturating_add(started, cfg.delay).min(until.get());
+                let fallback_end = crate::deadline::saturating_add(ctx.started, ctx.cfg.delay).min(ctx.until());
                 warn!(
-                    strategy = strategy.name(),
+                    strategy = name,
                     reason = %reason,
                     wait_ms = fallback_end.saturating_duration_since(Instant::now()).as_millis(),
                     "cannot observe the endpoint: falling back to --drain-delay"
                 );
                 delay::sleep_until(fallback_end);
                 let earlier = fell_back.map(|e| e + "; ").unwrap_or_default();
-                return format!("{earlier}{}: fallback delay after: {reason}", strategy.name());
+                return format!("{earlier}{name}: fallback delay after: {reason}");
             }
         }
     }
@@ -208,17 +306,22 @@ fn chain(
 
 /// Startup self-checks of the configured strategies (e.g. can the k8s
 /// strategy list EndpointSlices?). Each problem is one line saying what to do.
-pub fn preflight(cfg: &DrainConfig) -> Result<(), String> {
-    // The traffic strategy's history starts here (one read of the kernel's
-    // counters, nothing more until the stop signal).
-    #[cfg(feature = "traffic")]
-    if cfg.strategies.contains(&Strategy::Traffic) {
-        traffic::note_startup();
+pub fn preflight(cfg: &DrainConfig) -> Result<(), PreflightError> {
+    let strategies = strategies(cfg);
+    for s in &strategies {
+        s.at_start();
     }
-    #[cfg(feature = "k8s")]
-    if cfg.strategies.contains(&Strategy::K8s) {
-        k8s::preflight(cfg)?;
+    strategies.iter().try_for_each(|s| s.preflight(cfg).map_err(|problem| PreflightError { strategy: s.name(), problem }))
+}
+
+/// `items` separated by commas, for the log (ports, addresses).
+pub fn join<T: Display>(items: &[T]) -> String {
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{item}");
     }
-    let _ = cfg;
-    Ok(())
+    out
 }

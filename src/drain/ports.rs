@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use super::{Ctx, Outcome};
+use super::{join, Ctx, Outcome, Strategy};
 
 /// Time between two rounds of probes.
 const POLL: Duration = Duration::from_millis(100);
@@ -37,29 +37,39 @@ const POLL: Duration = Duration::from_millis(100);
 /// microseconds unless the listener's queue is full.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
-pub fn wait(ctx: &Ctx) -> Outcome {
-    let ports = &ctx.cfg.ports;
-    if ports.is_empty() {
-        return Outcome::Fallback("no --wait-port given".into());
+/// The strategy: the sidecar helper's drain, never a `--drain` choice.
+pub struct WaitPort;
+
+impl Strategy for WaitPort {
+    fn name(&self) -> &'static str {
+        "wait-port"
     }
-    let until = ctx.bounded_until();
-    let list = join(ports);
-    loop {
-        let open: Vec<u16> = ports.iter().copied().filter(|&p| port_open(p, until)).collect();
-        let waited = ctx.started.elapsed().as_millis();
-        if open.is_empty() {
-            return Outcome::Done(format!("app ports {list} closed after {waited}ms"));
+
+    fn wait(&mut self, ctx: &Ctx) -> Outcome {
+        let ports = &ctx.cfg.wait_ports;
+        if ports.is_empty() {
+            return Outcome::Fallback("no --wait-port given".into());
         }
-        let now = Instant::now();
-        if now >= until {
-            let still = join(&open);
-            warn!(ports = %still, waited_ms = waited, "app ports still accept connections at the drain deadline: going on");
-            return Outcome::Done(format!("drain deadline reached after {waited}ms with app ports {still} still open"));
+        let until = ctx.bounded_until();
+        let list = join(ports);
+        loop {
+            let open: Vec<u16> = ports.iter().copied().filter(|&p| port_open(p, until)).collect();
+            let waited = ctx.started.elapsed().as_millis();
+            if open.is_empty() {
+                return Outcome::Done(format!("app ports {list} closed after {waited}ms"));
+            }
+            let now = Instant::now();
+            if now >= until {
+                let still = join(&open);
+                warn!(ports = %still, waited_ms = waited, "app ports still accept connections at the drain deadline: going on");
+                return Outcome::Done(format!("drain deadline reached after {waited}ms with app ports {still} still open"));
+            }
+            debug!(ports = %join(&open), "app ports still open");
+            // Polling: a port closing sends no event to another process, so
+            // the strategy samples it (connect is the only portable
+            // observation).
+            std::thread::sleep(POLL.min(until - now));
         }
-        debug!(ports = %join(&open), "app ports still open");
-        // Polling: a port closing sends no event to another process, so the
-        // strategy samples it (connect is the only portable observation).
-        std::thread::sleep(POLL.min(until - now));
     }
 }
 
@@ -83,27 +93,22 @@ fn probe(addr: SocketAddr, until: Instant) -> bool {
     }
 }
 
-fn join(ports: &[u16]) -> String {
-    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DrainConfig, K8sConfig, Strategy};
-    use crate::drain::NoNotify;
+    use crate::config::{DrainConfig, K8sConfig};
     use std::net::TcpListener;
-    use std::sync::Arc;
 
-    fn cfg(ports: Vec<u16>) -> DrainConfig {
+    fn cfg(wait_ports: Vec<u16>) -> DrainConfig {
         DrainConfig {
-            strategies: vec![Strategy::PortsClosed],
+            strategies: vec![],
             delay: Duration::from_secs(15),
             timeout: None,
             propagation_delay: Duration::ZERO,
             poll_interval: Duration::from_secs(1),
             quiet_period: None,
-            ports,
+            ports: vec![],
+            wait_ports,
             close_idle: vec![],
             k8s: K8sConfig::default(),
         }
@@ -111,8 +116,7 @@ mod tests {
 
     fn run_wait(cfg: &DrainConfig, until: Duration) -> Outcome {
         let started = Instant::now();
-        let until = std::cell::Cell::new(started + until);
-        wait(&Ctx::new(started, &until, cfg, None, Arc::new(NoNotify)))
+        WaitPort.wait(&Ctx::new(started, started + until, cfg))
     }
 
     /// A port nobody listens on: bind an ephemeral port, then free it.

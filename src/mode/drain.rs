@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::config::ShutdownConfig;
 use crate::control::{self, ClientError, Reply};
-use crate::deadline::{Budget, Plan};
+use crate::deadline::Plan;
 use crate::drain::{self, Notify};
 use crate::logging;
 use crate::report::{Cause, Report};
@@ -36,7 +36,7 @@ pub fn run(cfg: &ShutdownConfig) -> i32 {
             }
             Err(ClientError::NotListening(_)) => {}
             Err(e) => {
-                error!("{e}");
+                error!(error = %e, "preStop hook: cannot ask the lastcall PID 1 to drain");
                 return 1;
             }
         }
@@ -78,8 +78,13 @@ const OVERRUN: std::time::Duration = std::time::Duration::from_millis(100);
 /// strategy, however stuck, keeps the hook past it. `None`: it did not end
 /// in time (the thread is left behind; the process exits right after).
 fn drain_within(cfg: &ShutdownConfig, start: Instant) -> Option<String> {
-    let watch =
-        Arc::new(Watch { budget: cfg.budget, plan: Mutex::new(cfg.budget.plan(start)), ended: Mutex::new(None), changed: Condvar::new() });
+    let watch = Arc::new(Watch {
+        #[cfg(feature = "k8s")]
+        budget: cfg.budget,
+        plan: Mutex::new(cfg.budget.plan(start)),
+        ended: Mutex::new(None),
+        changed: Condvar::new(),
+    });
     let (drain_cfg, budget, w) = (cfg.drain.clone(), cfg.budget, Arc::clone(&watch));
     let until = watch.plan().drain_until;
     let spawned = std::thread::Builder::new().name("drain".into()).stack_size(512 * 1024).spawn(move || {
@@ -107,7 +112,9 @@ fn drain_within(cfg: &ShutdownConfig, start: Instant) -> Option<String> {
 /// What the waiting hook knows of the drain thread: its end, and its plan
 /// as a learned deletion deadline tightens it.
 struct Watch {
-    budget: Budget,
+    /// To tighten the plan with (only the k8s strategy learns a deadline).
+    #[cfg(feature = "k8s")]
+    budget: crate::deadline::Budget,
     plan: Mutex<Plan>,
     ended: Mutex<Option<String>>,
     changed: Condvar,
@@ -120,6 +127,7 @@ impl Watch {
 }
 
 impl Notify for Watch {
+    #[cfg(feature = "k8s")]
     fn hard_deadline(&self, at: Instant) {
         let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
         *plan = self.budget.tighten(*plan, at);

@@ -117,9 +117,9 @@ pub fn flush(bound: Duration) {
     }
 }
 
-fn send(cfg: &K8sConfig, kind: &str, reason: &str, action: &str, note: &str, by: Instant) -> Result<(), String> {
-    let client = Client::new(cfg).map_err(|e| e.to_string())?;
-    let id = identity::resolve(cfg, &Sources::gather(cfg))?;
+fn send(cfg: &K8sConfig, kind: &str, reason: &str, action: &str, note: &str, by: Instant) -> Result<(), super::Error> {
+    let client = Client::new(cfg)?;
+    let id = identity::resolve(cfg, &Sources::gather(cfg)).map_err(super::Error::Identity)?;
     let uid = match known_uid() {
         Some(uid) => uid,
         None => {
@@ -134,7 +134,7 @@ fn send(cfg: &K8sConfig, kind: &str, reason: &str, action: &str, note: &str, by:
     let now = SystemTime::now();
     let body = event_json(&id.namespace, &id.name, &uid, kind, reason, action, note, now);
     let path = format!("/apis/events.k8s.io/v1/namespaces/{}/events", id.namespace);
-    client.post(&path, body.as_bytes(), by, |_| Ok(())).map_err(|e| e.to_string())
+    Ok(client.post(&path, body.as_bytes(), by, |_| Ok(()))?)
 }
 
 /// The uid without a request: remembered, or `POD_UID` (Downward API,
@@ -199,6 +199,7 @@ mod tests {
             poll_interval: Duration::from_secs(1),
             quiet_period: Some(Duration::from_secs(1)),
             ports: vec![],
+            wait_ports: vec![],
             close_idle: vec![],
             k8s: K8sConfig::default(),
         };

@@ -35,6 +35,7 @@ mod rfc3339;
 pub(crate) mod slices;
 mod tls;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info, warn};
@@ -42,7 +43,7 @@ use tracing::{debug, info, warn};
 use self::client::{ApiError, Client};
 use self::identity::{Identity, Sources};
 use self::slices::{decode_event, decode_list_from, decode_pod_from, label_selector, Event, Listing, Me, Tracker};
-use super::{delay::sleep_until, Ctx, Outcome};
+use super::{delay::sleep_until, join, Ctx, Outcome, Problem, Strategy};
 use crate::config::DrainConfig;
 
 /// A GET or LIST never waits longer than this for its answer...
@@ -72,14 +73,119 @@ const LAST_TRY: Duration = Duration::from_millis(100);
 /// even past the end of the fallback delay: the API was there a moment ago.
 const RESUME_GRACE: Duration = Duration::from_secs(2);
 
+/// The strategy (`--drain k8s`).
+pub struct K8s;
+
+impl Strategy for K8s {
+    fn name(&self) -> &'static str {
+        crate::config::Strategy::K8s.name()
+    }
+
+    fn preflight(&self, cfg: &DrainConfig) -> Result<(), Problem> {
+        Ok(preflight(cfg)?)
+    }
+
+    fn wait(&mut self, ctx: &Ctx) -> Outcome {
+        match observe(ctx) {
+            Ok(seen) => Outcome::Done(seen),
+            Err(e) => Outcome::Fallback(e.to_string()),
+        }
+    }
+}
+
+/// Why the strategy cannot observe (or its startup check failed), as one
+/// line that says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Nothing was sent (not in a cluster, no CA or token), or a request
+    /// failed before it said what it was for.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The pod's name, namespace or IPs cannot be found out.
+    #[error("{0}")]
+    Identity(String),
+    #[error("{0}: 403 Forbidden — grant list/watch on endpointslices.discovery.k8s.io (see deploy/rbac.yaml)")]
+    ListForbidden(Request),
+    #[error("{request}: 401 Unauthorized — the API server rejected the token in {}", token_file.display())]
+    Unauthorized { request: Request, token_file: PathBuf },
+    /// The API server could not be reached, or the exchange broke.
+    #[error("{request}: {api}: {error}")]
+    Unreachable { request: Request, api: String, error: String },
+    /// The API server answered with an error, or with nonsense.
+    #[error("{0}: {1}")]
+    Answer(Request, Box<ApiError>),
+    #[error("pod {name:?} (from {from}) not found in namespace {namespace}: set POD_NAME from the Downward API (fieldRef metadata.name)")]
+    PodNotFound { name: String, from: &'static str, namespace: String },
+    #[error(
+        "pod {0} is not being deleted (no deletionTimestamp: a liveness-probe restart, a kubelet eviction or a node shutdown), so its endpoint will not flip by itself"
+    )]
+    NotDeleting(String),
+    #[error(
+        "endpoint still in service in {in_service} of {entries} entries after {after_ms}ms (--drain-timeout or the grace period ran out)"
+    )]
+    TimedOut { in_service: usize, entries: usize, after_ms: u128 },
+    /// The time for retrying is over; `last` is what failed last.
+    #[error("{last} (still failing after {attempts} attempts in {tried_ms}ms)")]
+    StillFailing { last: Box<Error>, attempts: u32, tried_ms: u128 },
+    #[error("the EndpointSlice list carries no resourceVersion")]
+    NoResourceVersion,
+    #[error("the EndpointSlice watch broke: {0}")]
+    WatchBroke(ApiError),
+    #[error("the EndpointSlice watch broke: {0}")]
+    WatchGarbage(String),
+    #[error("the EndpointSlice watch broke: ERROR event {code} {reason}: {message}")]
+    WatchErrorEvent { code: i64, reason: String, message: String },
+    #[error("watching endpointslices is not allowed ({0})")]
+    WatchForbidden(ApiError),
+    #[error("the API server ended {MAX_WATCHES} watches")]
+    WatchesEnded,
+    #[error("the watch expired (410 Gone) too often")]
+    WatchExpiredTooOften,
+}
+
+/// What a failed request was for.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// LIST the EndpointSlices of a namespace.
+    List(String),
+    /// WATCH them.
+    Watch(String),
+    /// GET a pod: namespace, name.
+    GetPod(String, String),
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::List(ns) => write!(f, "cannot list endpointslices in namespace {ns}"),
+            Request::Watch(ns) => write!(f, "cannot watch endpointslices in namespace {ns}"),
+            Request::GetPod(ns, name) => write!(f, "cannot get pod {ns}/{name}"),
+        }
+    }
+}
+
+impl Error {
+    /// A failed request as one line: what it was for, then what went wrong
+    /// and what to do.
+    pub fn request(request: Request, e: ApiError, client: &Client) -> Error {
+        match e {
+            ApiError::Status { code: 403, .. } if matches!(request, Request::List(_)) => Error::ListForbidden(request),
+            ApiError::Status { code: 401, .. } => Error::Unauthorized { request, token_file: client.token_file().to_path_buf() },
+            ApiError::Setup(_) => Error::Api(e),
+            ApiError::Transport(error) => Error::Unreachable { request, api: client.base().to_string(), error },
+            ApiError::Status { .. } | ApiError::Decode(_) => Error::Answer(request, Box::new(e)),
+        }
+    }
+}
+
 /// Startup check: configuration present, TLS good, listing EndpointSlices
 /// allowed. One line saying what to do when not.
-pub fn preflight(cfg: &DrainConfig) -> Result<(), String> {
+pub fn preflight(cfg: &DrainConfig) -> Result<(), Error> {
     let k = &cfg.k8s;
     // The API first: outside a cluster "not in a cluster" is the problem
     // to name, not the namespace that follows from it.
-    let client = Client::new(k).map_err(|e| format!("k8s drain: {e}"))?;
-    let id = identity::resolve(k, &Sources::gather(k)).map_err(|e| format!("k8s drain: {e}"))?;
+    let client = Client::new(k)?;
+    let id = identity::resolve(k, &Sources::gather(k)).map_err(Error::Identity)?;
     let until = Instant::now() + PREFLIGHT_TIMEOUT;
     let left = || until.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
     let mut query = vec![("limit", "1".to_string())];
@@ -88,7 +194,7 @@ pub fn preflight(cfg: &DrainConfig) -> Result<(), String> {
     }
     let (listed_rv, _) = client
         .get(&slices_path(&id.namespace), &query, left(), |r| decode_list_from(r, &mut |_| ()))
-        .map_err(|e| format!("k8s drain: {}", explain_list(&e, &id.namespace, &client)))?;
+        .map_err(|e| Error::request(Request::List(id.namespace.clone()), e, &client))?;
     // Reading the own pod is optional (the exact deadline), but a 404 means
     // the name is wrong, and then no endpoint would ever be recognised.
     let pod = match client.get(&pod_path(&id), &[], left(), decode_pod_from) {
@@ -97,10 +203,7 @@ pub fn preflight(cfg: &DrainConfig) -> Result<(), String> {
             "readable"
         }
         Err(e) if e.code() == Some(404) => {
-            return Err(format!(
-                "k8s drain: pod {:?} (from {}) not found in namespace {}: set POD_NAME from the Downward API (fieldRef metadata.name)",
-                id.name, id.name_from, id.namespace
-            ))
+            return Err(Error::PodNotFound { name: id.name, from: id.name_from, namespace: id.namespace });
         }
         Err(e) if e.code() == Some(403) => "forbidden (the deadline comes from --grace-period)",
         Err(_) => "unreadable",
@@ -119,17 +222,11 @@ pub fn preflight(cfg: &DrainConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// The strategy.
-pub fn wait(ctx: &Ctx) -> Outcome {
+/// The drain: what it saw, or why it cannot observe.
+fn observe(ctx: &Ctx) -> Result<String, Error> {
     let k = &ctx.cfg.k8s;
-    let client = match Client::new(k) {
-        Ok(c) => c,
-        Err(e) => return Outcome::Fallback(e.to_string()),
-    };
-    let id = match identity::resolve(k, &Sources::gather(k)) {
-        Ok(id) => id,
-        Err(e) => return Outcome::Fallback(e),
-    };
+    let client = Client::new(k)?;
+    let id = identity::resolve(k, &Sources::gather(k)).map_err(Error::Identity)?;
     let mut drain = Drain {
         ctx,
         me: Me { name: id.name.clone(), namespace: id.namespace.clone(), uid: None, ips: id.ips.clone() },
@@ -142,7 +239,7 @@ pub fn wait(ctx: &Ctx) -> Outcome {
         outage: false,
         blind_until: None,
         first_fault: None,
-        last_fault: String::new(),
+        last_fault: None,
     };
     drain.run()
 }
@@ -166,25 +263,37 @@ struct Drain<'a> {
     /// When that was.
     first_fault: Option<Instant>,
     /// What failed last.
-    last_fault: String,
+    last_fault: Option<Error>,
 }
 
 /// Why a step failed.
 enum Fault {
     /// Retrying cannot help (identity, permission, a rejected token, a
     /// request the server calls bad): fall back at once.
-    Fatal(String),
+    Fatal(Error),
     /// Unreachable, slow, restarting, throttled, or nonsense: try again.
-    Transient(String),
+    Transient(Error),
 }
 
-/// 4xx answers are final, except 408 (timeout) and 429 (throttled); 410
-/// is handled where it can come (watch, continue token).
-fn classify(e: &ApiError, line: String) -> Fault {
+/// A failed request, said as `Error::request` says it, as a fault.
+fn classify(request: Request, e: ApiError, client: &Client) -> Fault {
+    let fatal = is_fatal(&e);
+    let e = Error::request(request, e, client);
+    if fatal {
+        Fault::Fatal(e)
+    } else {
+        Fault::Transient(e)
+    }
+}
+
+/// Whether trying again cannot help: 4xx answers are final, except 408
+/// (timeout) and 429 (throttled); 410 is handled where it can come (watch,
+/// continue token).
+fn is_fatal(e: &ApiError) -> bool {
     match e {
-        ApiError::Setup(_) => Fault::Fatal(line),
-        ApiError::Status { code, .. } if (400..500).contains(code) && !matches!(code, 408 | 429) => Fault::Fatal(line),
-        _ => Fault::Transient(line),
+        ApiError::Setup(_) => true,
+        ApiError::Status { code, .. } => (400..500).contains(code) && !matches!(code, 408 | 429),
+        _ => false,
     }
 }
 
@@ -207,15 +316,15 @@ enum WatchEnd {
     /// 410 Gone: the resourceVersion is too old; list again.
     Expired,
     /// 403/405 on watch: poll instead.
-    Forbidden(String),
+    Forbidden(Error),
     /// The watch could not be opened.
     Failed(Fault),
     /// The watch was open and broke (cut, garbage, an ERROR event).
-    Broke(String),
+    Broke(Error),
 }
 
 impl Drain<'_> {
-    fn run(&mut self) -> Outcome {
+    fn run(&mut self) -> Result<String, Error> {
         let (mut step, mut watches, mut relists) = (Step::Pod, 0u32, 0u32);
         loop {
             let now = Instant::now();
@@ -255,7 +364,7 @@ impl Drain<'_> {
                     // Watches that were open count (those that could not be
                     // opened are paced by the backoff).
                     if watches >= MAX_WATCHES {
-                        return self.poll(&format!("the API server ended {MAX_WATCHES} watches"));
+                        return self.poll(Error::WatchesEnded);
                     }
                     match self.watch_once() {
                         WatchEnd::Gone(slice) => return self.finish(slice, false),
@@ -267,13 +376,13 @@ impl Drain<'_> {
                         WatchEnd::Expired => {
                             relists += 1;
                             if relists > MAX_RELISTS {
-                                return self.poll("the watch expired (410 Gone) too often");
+                                return self.poll(Error::WatchExpiredTooOften);
                             }
                             info!(rv = %self.tracker.rv, "watch expired (410 Gone): listing again");
                             step = Step::List;
                             continue;
                         }
-                        WatchEnd::Forbidden(why) => return self.poll(&why),
+                        WatchEnd::Forbidden(why) => return self.poll(why),
                         WatchEnd::Failed(f) => {
                             // Not even open (the server is away, slow or
                             // failing): list again, then watch from the new
@@ -294,7 +403,7 @@ impl Drain<'_> {
                 }
             };
             match failed {
-                Fault::Fatal(why) => return Outcome::Fallback(why),
+                Fault::Fatal(why) => return Err(why),
                 Fault::Transient(why) => {
                     if let Some(outcome) = self.fault(why, false) {
                         return outcome;
@@ -306,7 +415,7 @@ impl Drain<'_> {
 
     /// After the first LIST: is there anything to wait for? None: watch.
     /// `blind`: that LIST ended an outage (see `finish`).
-    fn first_look(&mut self, blind: bool) -> Option<Outcome> {
+    fn first_look(&mut self, blind: bool) -> Option<Result<String, Error>> {
         let s = self.tracker.summary();
         if s.entries == 0 {
             info!(
@@ -315,7 +424,7 @@ impl Drain<'_> {
                 slices_listed = self.tracker.listed,
                 "pod is in no Service: nothing to drain"
             );
-            return Some(Outcome::Done("pod is in no Service: nothing to drain".into()));
+            return Some(Ok("pod is in no Service: nothing to drain".into()));
         }
         info!(
             services = %self.tracker.services(),
@@ -329,10 +438,7 @@ impl Drain<'_> {
             return Some(self.finish(None, blind));
         }
         if self.not_deleted {
-            return Some(Outcome::Fallback(format!(
-                "pod {} is not being deleted (no deletionTimestamp: a liveness-probe restart, a kubelet eviction or a node shutdown), so its endpoint will not flip by itself",
-                self.me.name
-            )));
+            return Some(Err(Error::NotDeleting(self.me.name.clone())));
         }
         None
     }
@@ -340,7 +446,7 @@ impl Drain<'_> {
     /// A transient fault: wait (backoff) before the next try, or, when the
     /// time for trying is over, the outcome. `watch_broke`: an open watch
     /// broke (see RESUME_GRACE).
-    fn fault(&mut self, why: String, watch_broke: bool) -> Option<Outcome> {
+    fn fault(&mut self, why: Error, watch_broke: bool) -> Option<Result<String, Error>> {
         let now = Instant::now();
         self.faults += 1;
         let new_outage = !self.outage;
@@ -352,13 +458,13 @@ impl Drain<'_> {
             fallback.max(grace).min(bounded)
         });
         self.first_fault.get_or_insert(now);
-        self.last_fault = why;
         let left = blind_until.saturating_duration_since(now);
+        let why = &*self.last_fault.insert(why);
         if left < LAST_TRY {
             return Some(self.give_up());
         }
         let pause = backoff(self.faults).min(left / 2);
-        let (why, attempt, retry_in_ms, gives_up_in_ms) = (&self.last_fault, self.faults, pause.as_millis(), left.as_millis());
+        let (attempt, retry_in_ms, gives_up_in_ms) = (self.faults, pause.as_millis(), left.as_millis());
         if watch_broke {
             warn!(error = %why, attempt, retry_in_ms, gives_up_in_ms, rv = %self.tracker.rv, "watch broke: resuming from the last resourceVersion");
         } else if new_outage {
@@ -371,10 +477,11 @@ impl Drain<'_> {
     }
 
     /// The time for trying is over: fall back, saying what failed last.
-    fn give_up(&self) -> Outcome {
-        let tried = self.first_fault.map_or(0, |t| t.elapsed().as_millis());
-        let n = self.faults;
-        Outcome::Fallback(format!("{} (still failing after {n} attempts in {tried}ms)", self.last_fault))
+    fn give_up(&mut self) -> Result<String, Error> {
+        let tried_ms = self.first_fault.map_or(0, |t| t.elapsed().as_millis());
+        // An outage, and so the time for trying, begins with a fault.
+        let Some(last) = self.last_fault.take() else { return self.timed_out() };
+        Err(Error::StillFailing { last: Box::new(last), attempts: self.faults, tried_ms })
     }
 
     /// An answer came through: the outage, if any, is over.
@@ -411,15 +518,10 @@ impl Drain<'_> {
                 return Ok(());
             }
             Err(e) if e.code() == Some(404) => {
-                return Err(Fault::Fatal(format!(
-                    "pod {:?} (from {}) not found in namespace {}: set POD_NAME from the Downward API",
-                    self.me.name, self.id.name_from, self.me.namespace
-                )))
+                let (name, from, namespace) = (self.me.name.clone(), self.id.name_from, self.me.namespace.clone());
+                return Err(Fault::Fatal(Error::PodNotFound { name, from, namespace }));
             }
-            Err(e) => {
-                let line = explain(&e, &format!("cannot get pod {}/{}", self.me.namespace, self.me.name), &self.client);
-                return Err(classify(&e, line));
-            }
+            Err(e) => return Err(classify(Request::GetPod(self.me.namespace.clone(), self.me.name.clone()), e, &self.client)),
         };
         self.observing();
         if !pod.uid.is_empty() {
@@ -487,7 +589,7 @@ impl Drain<'_> {
                     all = Listing::default();
                     continue;
                 }
-                Err(e) => return Err(classify(&e, explain_list(&e, &self.me.namespace, &self.client))),
+                Err(e) => return Err(classify(Request::List(self.me.namespace.clone()), e, &self.client)),
                 Ok(page) => page,
             };
             if token.is_empty() {
@@ -500,7 +602,7 @@ impl Drain<'_> {
             token = next;
         }
         if rv.is_empty() {
-            return Err(Fault::Transient("the EndpointSlice list carries no resourceVersion".into()));
+            return Err(Fault::Transient(Error::NoResourceVersion));
         }
         self.tracker.take(all, rv);
         self.observing();
@@ -529,11 +631,8 @@ impl Drain<'_> {
             Err(e) => {
                 return match e.code() {
                     Some(410) => WatchEnd::Expired,
-                    Some(403) | Some(405) => WatchEnd::Forbidden(format!("watching endpointslices is not allowed ({e})")),
-                    _ => {
-                        let line = explain(&e, &format!("cannot watch endpointslices in namespace {}", self.me.namespace), &self.client);
-                        WatchEnd::Failed(classify(&e, line))
-                    }
+                    Some(403) | Some(405) => WatchEnd::Forbidden(Error::WatchForbidden(e)),
+                    _ => WatchEnd::Failed(classify(Request::Watch(self.me.namespace.clone()), e, &self.client)),
                 }
             }
         };
@@ -543,17 +642,17 @@ impl Drain<'_> {
                 Ok(Some(line)) => line,
                 Ok(None) => return WatchEnd::Ended,
                 Err(_) if Instant::now() >= until => return WatchEnd::Ended,
-                Err(e) => return WatchEnd::Broke(format!("the EndpointSlice watch broke: {e}")),
+                Err(e) => return WatchEnd::Broke(Error::WatchBroke(e)),
             };
             let event = match decode_event(&line) {
                 Ok(ev) => ev,
-                Err(e) => return WatchEnd::Broke(format!("the EndpointSlice watch broke: {e}")),
+                Err(e) => return WatchEnd::Broke(Error::WatchGarbage(e)),
             };
-            if let Event::Error(st) = &event {
+            if let Event::Error(st) = event {
                 if st.code == 410 || st.reason == "Expired" || st.reason == "Gone" {
                     return WatchEnd::Expired;
                 }
-                return WatchEnd::Broke(format!("the EndpointSlice watch broke: ERROR event {} {}: {}", st.code, st.reason, st.message));
+                return WatchEnd::Broke(Error::WatchErrorEvent { code: st.code, reason: st.reason, message: st.message });
             }
             let before = self.tracker.summary();
             let Some(slice) = self.tracker.apply(&self.me, &event) else { continue };
@@ -574,9 +673,9 @@ impl Drain<'_> {
     }
 
     /// The fallback to watching: LIST every `--poll-interval`.
-    fn poll(&mut self, why: &str) -> Outcome {
+    fn poll(&mut self, why: Error) -> Result<String, Error> {
         let interval = self.ctx.cfg.poll_interval;
-        warn!(reason = why, interval_ms = interval.as_millis(), "cannot watch the EndpointSlices: polling");
+        warn!(reason = %why, interval_ms = interval.as_millis(), "cannot watch the EndpointSlices: polling");
         loop {
             let until = self.ctx.bounded_until();
             sleep_until(Instant::now().checked_add(interval).map_or(until, |t| t.min(until)));
@@ -587,7 +686,7 @@ impl Drain<'_> {
             match self.list() {
                 Ok(()) if self.tracker.summary().gone() => return self.finish(None, blind),
                 Ok(()) => {}
-                Err(Fault::Fatal(why)) => return Outcome::Fallback(why),
+                Err(Fault::Fatal(why)) => return Err(why),
                 Err(Fault::Transient(why)) => {
                     if let Some(outcome) = self.fault(why, false) {
                         return outcome;
@@ -603,7 +702,7 @@ impl Drain<'_> {
     /// seen by the list that ended an outage, so it happened while lastcall
     /// could not see it, and the drain still ends by the fallback delay's
     /// end (the earlier of that and the flip plus the propagation delay).
-    fn finish(&self, slice: Option<String>, blind: bool) -> Outcome {
+    fn finish(&self, slice: Option<String>, blind: bool) -> Result<String, Error> {
         let s = self.tracker.summary();
         let after = self.ctx.started.elapsed();
         let trigger = slice.as_deref().and_then(|n| self.tracker.trigger_time(n));
@@ -624,7 +723,7 @@ impl Drain<'_> {
         // (measured in bench/results/rollout-2026-11-25-lowrate.md).
         let want = self.ctx.cfg.propagation_delay;
         if want.is_zero() {
-            return Outcome::Done(format!("{seen}; no propagation delay"));
+            return Ok(format!("{seen}; no propagation delay"));
         }
         let start = Instant::now();
         let mut end = start.checked_add(want).map_or(self.ctx.until(), |t| t.min(self.ctx.until()));
@@ -639,17 +738,12 @@ impl Drain<'_> {
         sleep_until(end);
         let waited = end.saturating_duration_since(start);
         let cut = if waited < want { cut } else { "" };
-        Outcome::Done(format!("{seen}; waited propagation delay {}{cut}", human(waited)))
+        Ok(format!("{seen}; waited propagation delay {}{cut}", human(waited)))
     }
 
-    fn timed_out(&self) -> Outcome {
+    fn timed_out(&self) -> Result<String, Error> {
         let s = self.tracker.summary();
-        Outcome::Fallback(format!(
-            "endpoint still in service in {} of {} entries after {}ms (--drain-timeout or the grace period ran out)",
-            s.in_service,
-            s.entries,
-            self.ctx.started.elapsed().as_millis()
-        ))
+        Err(Error::TimedOut { in_service: s.in_service, entries: s.entries, after_ms: self.ctx.started.elapsed().as_millis() })
     }
 
     /// The time one GET/LIST (or a watch's headers) may take: no later than
@@ -712,33 +806,6 @@ pub(crate) fn pod_path(id: &Identity) -> String {
     format!("/api/v1/namespaces/{}/pods/{}", id.namespace, id.name)
 }
 
-/// A failed LIST as one line that says what to do.
-pub(crate) fn explain_list(e: &ApiError, namespace: &str, client: &Client) -> String {
-    let head = format!("cannot list endpointslices in namespace {namespace}");
-    match e {
-        ApiError::Status { code: 403, .. } => {
-            format!("{head}: 403 Forbidden — grant list/watch on endpointslices.discovery.k8s.io (see deploy/rbac.yaml)")
-        }
-        _ => explain(e, &head, client),
-    }
-}
-
-/// A failed request as one line: `head`, then what went wrong.
-pub(crate) fn explain(e: &ApiError, head: &str, client: &Client) -> String {
-    match e {
-        ApiError::Status { code: 401, .. } => {
-            format!("{head}: 401 Unauthorized — the API server rejected the token in {}", client.token_file().display())
-        }
-        ApiError::Status { .. } | ApiError::Decode(_) => format!("{head}: {e}"),
-        ApiError::Transport(t) => format!("{head}: {}: {t}", client.base()),
-        ApiError::Setup(s) => s.clone(),
-    }
-}
-
-fn join(ips: &[std::net::IpAddr]) -> String {
-    ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(",")
-}
-
 /// `2s`, `1500ms`.
 fn human(d: Duration) -> String {
     if d.subsec_millis() == 0 && d.as_secs() > 0 {
@@ -779,7 +846,7 @@ mod tests {
             (ApiError::Decode("malformed".into()), false),
             (ApiError::Setup("no token".into()), true),
         ] {
-            assert_eq!(matches!(classify(&e, String::new()), Fault::Fatal(_)), fatal, "{e:?}");
+            assert_eq!(is_fatal(&e), fatal, "{e:?}");
         }
     }
 

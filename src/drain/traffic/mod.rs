@@ -63,9 +63,9 @@ use self::diag::{Diag, Query, Sock, TcpInfo, TCP_ESTABLISHED};
 use self::quiet::History;
 use self::snmp::{Counters, Snmp};
 use super::delay::sleep_until;
-use super::{Ctx, Outcome};
+use super::{join, Ctx, Outcome, Strategy};
 
-pub use self::snmp::note_startup;
+use self::snmp::note_startup;
 
 /// How often the connections are sampled: a quarter of the quiet period,
 /// clamped to 10..=100 ms (every quiet period of 400 ms or more samples
@@ -103,9 +103,37 @@ const REPORT_MARGIN: Duration = Duration::from_millis(20);
 const TCP_SYN_RECV: u8 = 3;
 const TCP_TIME_WAIT: u8 = 6;
 
+/// The strategy (`--drain traffic`).
+#[derive(Default)]
+pub struct Traffic {
+    /// What the pod had received at the stop signal, when another strategy
+    /// runs first.
+    at_stop: Option<Snapshot>,
+}
+
+impl Strategy for Traffic {
+    fn name(&self) -> &'static str {
+        crate::config::Strategy::Traffic.name()
+    }
+
+    /// The history starts here: one read of the kernel's counters, nothing
+    /// more until the stop signal.
+    fn at_start(&self) {
+        note_startup();
+    }
+
+    fn at_stop(&mut self, ctx: &Ctx) {
+        self.at_stop = at_stop(&ctx.cfg.ports, ctx.child_pid);
+    }
+
+    fn wait(&mut self, ctx: &Ctx) -> Outcome {
+        wait(ctx, self.at_stop.take())
+    }
+}
+
 /// `at_stop`: what the pod had received at the stop signal, taken by
 /// [`at_stop`] when another strategy runs first.
-pub fn wait(ctx: &Ctx, at_stop: Option<Snapshot>) -> Outcome {
+fn wait(ctx: &Ctx, at_stop: Option<Snapshot>) -> Outcome {
     let begin = Instant::now();
     let bound = match ctx.bounded_until() {
         b if b >= ctx.until() => ctx.until().checked_sub(REPORT_MARGIN).unwrap_or(ctx.until()),
@@ -250,10 +278,6 @@ fn after_stop(ms: Option<u64>) -> String {
         Some(ms) => format!("{ms}ms after the stop signal"),
         None => "none since the stop signal".into(),
     }
-}
-
-fn join(ports: &[u16]) -> String {
-    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// The watched ports, where they came from, and the processes that make up

@@ -19,7 +19,7 @@ use crate::config::{ShutdownConfig, Strategy};
 use crate::drain::k8s::client::Client;
 use crate::drain::k8s::identity::{self, Sources};
 use crate::drain::k8s::slices::{self, label_selector, Me};
-use crate::drain::k8s::{events, explain as say, explain_list, pod_path, slices_path};
+use crate::drain::k8s::{events, pod_path, slices_path, Error, Request};
 
 const CHECKS_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,11 +98,11 @@ pub fn check(cfg: &ShutdownConfig, found: &mut Findings, out: &mut Out) {
                     "the ServiceAccount may not get pod {}: the deadline comes from --grace-period only, and a container restart cannot be told from a pod deletion (grant get on pods, see deploy/rbac.yaml)",
                     id.name
                 )),
-                Some(404) => found.problems.push(format!(
-                    "pod {:?} (from {}) not found in namespace {ns}: set POD_NAME from the Downward API (fieldRef metadata.name)",
-                    id.name, id.name_from
-                )),
-                _ => found.problems.push(say(&e, &format!("k8s: cannot get pod {ns}/{}", id.name), &client)),
+                Some(404) => {
+                    let not_found = Error::PodNotFound { name: id.name.clone(), from: id.name_from, namespace: ns.to_string() };
+                    found.problems.push(not_found.to_string());
+                }
+                _ => found.problems.push(format!("k8s: {}", Error::request(Request::GetPod(ns.to_string(), id.name.clone()), e, &client))),
             }
         }
     }
@@ -218,7 +218,7 @@ fn endpoints(cfg: &ShutdownConfig, client: &Client, me: &Me, left: &dyn Fn() -> 
             Ok((_, next)) if next.is_empty() => break true,
             Ok((_, next)) => token = next,
             Err(e) => {
-                found.problems.push(format!("k8s: {}", explain_list(&e, ns, client)));
+                found.problems.push(format!("k8s: {}", Error::request(Request::List(ns.to_string()), e, client)));
                 break false;
             }
         }

@@ -75,7 +75,7 @@ use std::time::{Duration, Instant};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
-use crate::config::{check_drain_token, DrainToken, InitConfig, ShutdownConfig, SidecarConfig, Strategy};
+use crate::config::{check_drain_token, DrainToken, InitConfig, ShutdownConfig, SidecarConfig};
 use crate::exit_status::{Failure, EXIT_USAGE};
 use crate::supervise;
 use hub::Hub;
@@ -216,12 +216,12 @@ fn start_http(addr: SocketAddr, sc: &SidecarConfig, shutdown: &ShutdownConfig, t
         warn!("no drain strategy is set (--drain, --drain-delay): GET /drain answers at once");
     } else if shutdown.drain.k8s.strict {
         // As the PID 1 does: fail before the first rollout, not during it.
-        crate::drain::preflight(&shutdown.drain).map_err(Failure::Preflight)?;
+        crate::drain::preflight(&shutdown.drain)?;
     } else {
         let cfg = shutdown.drain.clone();
         let _ = std::thread::Builder::new().name("preflight".into()).stack_size(512 * 1024).spawn(move || {
             if let Err(problem) = crate::drain::preflight(&cfg) {
-                warn!("{problem}");
+                warn!(%problem, "drain strategy check failed");
             }
         });
     }
@@ -239,12 +239,13 @@ fn start_http(addr: SocketAddr, sc: &SidecarConfig, shutdown: &ShutdownConfig, t
 }
 
 /// The helper's shutdown settings: the user's budget and stop signal, but
-/// the drain is the wait for the app's ports (or none), and no control
-/// socket: the drain entry point of a sidecar is `GET /drain`.
+/// the drain is the wait for the app's ports (or none) instead of the
+/// strategies `--drain` chose, and no control socket: the drain entry point
+/// of a sidecar is `GET /drain`.
 fn helper_shutdown(sc: &SidecarConfig, shutdown: &ShutdownConfig) -> ShutdownConfig {
     let mut s = shutdown.clone();
-    s.drain.strategies = if sc.wait_ports.is_empty() { vec![] } else { vec![Strategy::PortsClosed] };
-    s.drain.ports = sc.wait_ports.clone();
+    s.drain.strategies = vec![];
+    s.drain.wait_ports = sc.wait_ports.clone();
     s.control_socket = None;
     s
 }
@@ -252,7 +253,7 @@ fn helper_shutdown(sc: &SidecarConfig, shutdown: &ShutdownConfig) -> ShutdownCon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Mode};
+    use crate::config::{Config, Mode, Strategy};
 
     fn sidecar(args: &[&str]) -> (SidecarConfig, InitConfig, ShutdownConfig) {
         let cli = crate::cli::Cli::try_parse_from(std::iter::once("lastcall").chain(args.iter().copied())).expect("clap");
@@ -265,15 +266,15 @@ mod tests {
     fn helper_drains_on_wait_ports_only() {
         let (sc, _, sh) = sidecar(&["sidecar", "--drain", "delay", "--port", "1", "--wait-port", "8080,8443", "--", "proxy"]);
         let h = helper_shutdown(&sc, &sh);
-        assert_eq!(h.drain.strategies, vec![Strategy::PortsClosed]);
-        assert_eq!(h.drain.ports, vec![8080, 8443]);
+        assert!(h.drain.strategies.is_empty() && !h.drain.is_empty());
+        assert_eq!(h.drain.wait_ports, vec![8080, 8443]);
         assert_eq!(h.control_socket, None);
         assert_eq!(h.budget, sh.budget);
         // The HTTP drain keeps the user's strategies.
         assert_eq!(sh.drain.strategies, vec![Strategy::Delay]);
 
         let (sc, _, sh) = sidecar(&["sidecar", "--drain-delay", "3s", "--", "proxy"]);
-        assert!(helper_shutdown(&sc, &sh).drain.strategies.is_empty());
+        assert!(helper_shutdown(&sc, &sh).drain.is_empty());
     }
 
     #[test]
