@@ -249,36 +249,83 @@ impl Diag {
                     other => break other?,
                 }
             };
-            if n > self.buf.len() {
+            let Some(datagram) = self.buf.get(..n) else {
                 return Err(io::Error::other(format!("sock_diag datagram of {n} bytes truncated")));
-            }
-            let mut off = 0;
-            while off < n {
-                // The crates' zero-copy views: checked lengths, no
-                // allocation per socket (a full parse into
-                // `SockDiagMessage` allocates several times per socket and
-                // cost ~0.5 µs per socket, as much as the kernel's dump).
-                let msg = NetlinkBuffer::new_checked(&self.buf[off..n])
-                    .map_err(|e| io::Error::other(format!("malformed sock_diag message: {e}")))?;
-                off += align4(msg.length() as usize); // new_checked: length >= 16
-                if msg.sequence_number() != self.seq {
-                    continue; // left over from an earlier, abandoned dump
-                }
-                match msg.message_type() {
-                    NLMSG_DONE => return Ok(skipped),
-                    NLMSG_ERROR => {
-                        let code = ErrorBuffer::new_checked(msg.payload()).ok().and_then(|e| e.code()).map_or(0, |c| c.get());
-                        return Err(io::Error::from_raw_os_error(code.abs()));
-                    }
-                    SOCK_DIAG_BY_FAMILY => match parse_inet(msg.payload()) {
-                        Some(sock) => each(sock),
-                        None => skipped += 1,
-                    },
-                    _ => {}
-                }
+            };
+            match parse_datagram(datagram, self.seq, each)? {
+                Progress::More { skipped: s } => skipped += s,
+                Progress::Done { skipped: s } => return Ok(skipped + s),
             }
         }
     }
+}
+
+/// Where a dump stands after one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// More datagrams follow. `skipped` sockets of this one did not parse.
+    More { skipped: usize },
+    /// NLMSG_DONE: the dump is complete.
+    Done { skipped: usize },
+}
+
+/// Why a datagram ends a dump without NLMSG_DONE.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DumpError {
+    /// NLMSG_ERROR: the kernel refused the request with this errno
+    /// (positive; 0 when the message carries none).
+    #[error("the kernel answered errno {0}")]
+    Kernel(i32),
+    /// A netlink header that does not fit the datagram: the rest of the
+    /// datagram cannot be framed.
+    #[error("malformed sock_diag message: {0}")]
+    Malformed(String),
+}
+
+impl From<DumpError> for io::Error {
+    fn from(e: DumpError) -> io::Error {
+        match e {
+            DumpError::Kernel(errno) => io::Error::from_raw_os_error(errno),
+            DumpError::Malformed(_) => io::Error::other(e.to_string()),
+        }
+    }
+}
+
+/// Parses one datagram of the dump whose requests carried sequence number
+/// `seq`, calling `each` for every socket in it. A pure function of the
+/// bytes, fuzzed (fuzz/fuzz_targets/sock_diag.rs): any input gives a result,
+/// never a panic.
+pub fn parse_datagram(datagram: &[u8], seq: u32, each: &mut impl FnMut(Sock)) -> Result<Progress, DumpError> {
+    let mut skipped = 0;
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        // The crates' zero-copy views: checked lengths, no allocation per
+        // socket (a full parse into `SockDiagMessage` allocates several
+        // times per socket and cost ~0.5 µs per socket, as much as the
+        // kernel's dump).
+        let msg = NetlinkBuffer::new_checked(rest).map_err(|e| DumpError::Malformed(e.to_string()))?;
+        // new_checked: 16 <= length <= rest.len(), so align4 cannot overflow;
+        // the padding after the last message may be missing.
+        rest = rest.get(align4(msg.length() as usize)..).unwrap_or_default();
+        if msg.sequence_number() != seq {
+            continue; // left over from an earlier, abandoned dump
+        }
+        match msg.message_type() {
+            NLMSG_DONE => return Ok(Progress::Done { skipped }),
+            NLMSG_ERROR => {
+                let code = ErrorBuffer::new_checked(msg.payload()).ok().and_then(|e| e.code()).map_or(0, |c| c.get());
+                // Kernel errnos are small negative numbers; saturating
+                // keeps a forged i32::MIN from overflowing.
+                return Err(DumpError::Kernel(code.saturating_abs()));
+            }
+            SOCK_DIAG_BY_FAMILY => match parse_inet(msg.payload()) {
+                Some(sock) => each(sock),
+                None => skipped += 1,
+            },
+            _ => {}
+        }
+    }
+    Ok(Progress::More { skipped })
 }
 
 /// One `inet_diag_msg` and its attributes; None when it does not parse.
