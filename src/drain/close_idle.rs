@@ -405,24 +405,14 @@ pub fn verdict(p: &Probe, order: Order, min_idle_ms: u32) -> Verdict {
     }
 }
 
-/// `tcpi_bytes_sent` (Linux 4.19), past the part of tcp_info that
-/// `diag::TcpInfoPrefix` lays out: include/uapi/linux/tcp.h, after
-/// tcpi_bytes_received (128) come segs_out, segs_in, notsent_bytes,
-/// min_rtt, data_segs_in, data_segs_out (4 bytes each), delivery_rate,
-/// busy_time, rwnd_limited, sndbuf_limited (8 each), delivered,
-/// delivered_ce (4 each): 128 + 8 + 24 + 32 + 8 = 200.
-const TCPI_BYTES_SENT: usize = 200;
-/// `tcpi_data_segs_in` (Linux 4.6): 128 + 8 + 16.
-const TCPI_DATA_SEGS_IN: usize = 152;
-
 /// Reads tcp_info and the two queues of a connection; None when a call
 /// fails (the socket is not TCP, or is going away).
 fn probe(sock: &OwnedFd) -> Option<Probe> {
     let fd = sock.as_raw_fd();
     let mut info = [0u8; 232];
     let mut len = info.len() as libc::socklen_t;
-    // Raw libc: nix has no TCP_INFO option, and the fields past
-    // `diag::TcpInfoPrefix` are read from the bytes.
+    // Raw libc: nix has no TCP_INFO option; the fields are read from the
+    // bytes at the offsets `diag::TcpInfoPrefix` pins.
     // SAFETY: `info` is writable for `len` bytes and `len` points to its size.
     let r = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &mut len) };
     if r != 0 || (len as usize) < diag::TCPI_LAST_ACK_RECV + 4 {
@@ -447,8 +437,8 @@ fn probe(sock: &OwnedFd) -> Option<Probe> {
         last_ack_ms: u32_at(diag::TCPI_LAST_ACK_RECV),
         bytes_received: u64_at(diag::TCPI_BYTES_RECEIVED),
         bytes_acked: u64_at(diag::TCPI_BYTES_ACKED),
-        bytes_sent: u64_at(TCPI_BYTES_SENT),
-        data_segs_in: info.get(TCPI_DATA_SEGS_IN..TCPI_DATA_SEGS_IN + 4).map(|_| u32_at(TCPI_DATA_SEGS_IN)),
+        bytes_sent: u64_at(diag::TCPI_BYTES_SENT),
+        data_segs_in: info.get(diag::TCPI_DATA_SEGS_IN..diag::TCPI_DATA_SEGS_IN + 4).map(|_| u32_at(diag::TCPI_DATA_SEGS_IN)),
     })
 }
 

@@ -87,6 +87,14 @@ pub struct TcpInfoPrefix {
     /// tcpEStatsDataSegsIn/Out): about one per request and one per answer.
     tcpi_data_segs_in: u32,
     tcpi_data_segs_out: u32,
+    tcpi_delivery_rate: u64,
+    tcpi_busy_time: u64,
+    tcpi_rwnd_limited: u64,
+    tcpi_sndbuf_limited: u64,
+    tcpi_delivered: u32,
+    tcpi_delivered_ce: u32,
+    /// Payload bytes sent, ever (Linux 4.19; RFC 4898 tcpEStatsPerfHCDataOctetsOut).
+    tcpi_bytes_sent: u64,
 }
 
 const LAST_DATA_RECV: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_last_data_recv);
@@ -100,10 +108,13 @@ pub const TCPI_BYTES_ACKED: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_byt
 pub const TCPI_BYTES_RECEIVED: usize = BYTES_RECEIVED;
 const BYTES_RECEIVED: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_bytes_received);
 const DATA_SEGS_IN: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_data_segs_in);
+pub const TCPI_DATA_SEGS_IN: usize = DATA_SEGS_IN;
+pub const TCPI_BYTES_SENT: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_bytes_sent);
 const DATA_SEGS_OUT: usize = std::mem::offset_of!(TcpInfoPrefix, tcpi_data_segs_out);
 const _: () = assert!(LAST_DATA_RECV == 52 && BYTES_RECEIVED == 128 && DATA_SEGS_IN == 152 && DATA_SEGS_OUT == 156);
 const _: () = assert!(TCPI_LAST_DATA_SENT == 44 && TCPI_LAST_ACK_RECV == 56 && TCPI_BYTES_ACKED == 120);
-const _: () = assert!(std::mem::size_of::<TcpInfoPrefix>() == 160);
+const _: () = assert!(TCPI_BYTES_SENT == 200);
+const _: () = assert!(std::mem::size_of::<TcpInfoPrefix>() == 208);
 
 /// What this strategy needs from a tcp_info.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
