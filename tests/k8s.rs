@@ -358,18 +358,27 @@ fn rotated_token_is_used() {
 /// Injects `fault` into every request of `kind` once the startup check is
 /// done; the pod is deleted but its endpoint never flips.
 fn fault_case(kind: &str, fault: &str, expect_in_log: &str) {
+    let (_api, mut p, log) = fault_then_fallback(kind, fault, 15 * SEC);
+    p.check(log.contains(expect_in_log), format!("the fallback line does not say {expect_in_log:?}"));
+    p.check(!log.contains("panicked"), "lastcall panicked");
+}
+
+/// The pod is deleted, its endpoint never flips, and requests of `kind` get
+/// `fault`: TERM reaches the app at the 3 s fallback, no later than
+/// `within` after the stop signal, after exactly one fallback line.
+/// Returns the server (for its log), the run and lastcall's log.
+fn fault_then_fallback(kind: &str, fault: &str, within: u64) -> (ApiServer, Proc, String) {
     let api = ApiServer::web1();
     let mut p = start(&api, &FAULT, &["signals"]);
     api.delete_pod("web-1", None, Flip::Never);
     api.fault(kind, fault, 0);
     let sent = p.signal(SIGTERM);
     let got = p.expect_signal(SIGTERM).mono();
-    check_term(&mut p, sent, got, sent + 3 * SEC, 15 * SEC);
+    check_term(&mut p, sent, got, sent + 3 * SEC, within);
     let log = full_log(&mut p);
     let fallbacks = log.matches("falling back to --drain-delay").count();
     p.check(fallbacks == 1, format!("expected one fallback line, got {fallbacks}"));
-    p.check(log.contains(expect_in_log), format!("the fallback line does not say {expect_in_log:?}"));
-    p.check(!log.contains("panicked"), "lastcall panicked");
+    (api, p, log)
 }
 
 #[test]
@@ -702,15 +711,7 @@ fn drip_fed_tls_handshake_cannot_hold_the_drain() {
 /// (`fault` on requests of `kind`): TERM reaches the app at the 3 s fallback
 /// (not at the drain deadline), after one fallback line naming the timeout.
 fn drip_falls_back_at_the_fallback(kind: &str, fault: &str, server_log: Option<&str>) {
-    let api = ApiServer::web1();
-    let mut p = start(&api, &FAULT, &["signals"]);
-    api.delete_pod("web-1", None, Flip::Never);
-    api.fault(kind, fault, 0);
-    let sent = p.signal(SIGTERM);
-    let got = p.expect_signal(SIGTERM).mono();
-    check_term(&mut p, sent, got, sent + 3 * SEC, 6 * SEC);
-    let log = full_log(&mut p);
-    p.check(log.matches("falling back to --drain-delay").count() == 1, "expected one fallback line");
+    let (api, mut p, log) = fault_then_fallback(kind, fault, 6 * SEC);
     p.check(log.contains("timed out"), "the fallback line does not say the request timed out");
     if let Some(needle) = server_log {
         p.check(api.log().contains(needle), "the server never dripped");

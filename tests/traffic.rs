@@ -42,6 +42,25 @@ fn app_addr(p: &mut Proc) -> String {
     line.field("addr").unwrap_or_else(|| panic!("no addr= in {:?}", line.text)).to_string()
 }
 
+/// The HTTP app under `--drain k8s,traffic` plus `opts`, against an API
+/// double where web-1 (10.0.0.5) is in Service web; returns the server, the
+/// run and the app's address.
+#[cfg(feature = "k8s")]
+fn under_k8s_traffic(opts: &[&str]) -> (support::apiserver::ApiServer, Proc, String) {
+    let api = support::apiserver::ApiServer::web1();
+    let mut p = Run::new(Mode::Subreaper)
+        .opts(GRACE)
+        .opts(["--drain", "k8s,traffic"])
+        .opts(opts)
+        .opts(["--k8s-api", &api.url(), "--namespace", &api.namespace(), "--pod-name", "web-1", "--pod-ip", "10.0.0.5"])
+        .opts(["--k8s-token-file".as_ref(), api.token_path().as_os_str()])
+        .opts(["--k8s-ca-file".as_ref(), api.ca_path().as_os_str()])
+        .app(&["http", "--listen", "127.0.0.1:0"])
+        .spawn();
+    let addr = app_addr(&mut p);
+    (api, p, addr)
+}
+
 /// One kept-alive HTTP/1.1 connection to testapp.
 struct KeepAlive {
     stream: TcpStream,
@@ -387,21 +406,9 @@ fn endless_traffic_is_bounded_by_the_drain_timeout() {
 #[cfg(feature = "k8s")]
 #[test]
 fn k8s_then_traffic() {
-    use support::apiserver::{ApiServer, Conditions, Flip};
+    use support::apiserver::{Conditions, Flip};
 
-    let api = ApiServer::start();
-    api.add_pod("web-1", "10.0.0.5", 30);
-    api.add_service("web", 1, false, "IPv4");
-    api.add_endpoint("web", 0, "web-1");
-    let mut p = Run::new(Mode::Subreaper)
-        .opts(GRACE)
-        .opts(["--drain", "k8s,traffic", "--quiet-period", "500ms", "--propagation-delay", "1s"])
-        .opts(["--k8s-api", &api.url(), "--namespace", &api.namespace(), "--pod-name", "web-1", "--pod-ip", "10.0.0.5"])
-        .opts(["--k8s-token-file".as_ref(), api.token_path().as_os_str()])
-        .opts(["--k8s-ca-file".as_ref(), api.ca_path().as_os_str()])
-        .app(&["http", "--listen", "127.0.0.1:0"])
-        .spawn();
-    let addr = app_addr(&mut p);
+    let (api, mut p, addr) = under_k8s_traffic(&["--quiet-period", "500ms", "--propagation-delay", "1s"]);
     let mut conn = KeepAlive::connect(&addr).expect("connect");
     conn.request().expect("request before the stop");
     // As in a real deletion: the API server marks the pod first, the
@@ -722,21 +729,9 @@ fn outbound_traffic_does_not_hold_the_drain() {
 #[cfg(feature = "k8s")]
 #[test]
 fn k8s_fallback_still_runs_the_traffic_strategy() {
-    use support::apiserver::{ApiServer, Flip};
+    use support::apiserver::Flip;
 
-    let api = ApiServer::start();
-    api.add_pod("web-1", "10.0.0.5", 30);
-    api.add_service("web", 1, false, "IPv4");
-    api.add_endpoint("web", 0, "web-1");
-    let mut p = Run::new(Mode::Subreaper)
-        .opts(GRACE)
-        .opts(["--drain", "k8s,traffic", "--quiet-period", "1s", "--drain-delay", "500ms", "--propagation-delay", "0s"])
-        .opts(["--k8s-api", &api.url(), "--namespace", &api.namespace(), "--pod-name", "web-1", "--pod-ip", "10.0.0.5"])
-        .opts(["--k8s-token-file".as_ref(), api.token_path().as_os_str()])
-        .opts(["--k8s-ca-file".as_ref(), api.ca_path().as_os_str()])
-        .app(&["http", "--listen", "127.0.0.1:0"])
-        .spawn();
-    let addr = app_addr(&mut p);
+    let (api, mut p, addr) = under_k8s_traffic(&["--quiet-period", "1s", "--drain-delay", "500ms", "--propagation-delay", "0s"]);
     if !api.wait_requests("get-pod", 1, support::GUARD) {
         p.fail("the startup check did not read the pod");
     }
@@ -815,21 +810,9 @@ fn other_listening_ports_are_counted_but_not_traffic() {
 #[cfg(feature = "k8s")]
 #[test]
 fn k8s_then_traffic_takes_the_history_at_the_stop_signal() {
-    use support::apiserver::{ApiServer, Conditions, Flip};
+    use support::apiserver::{Conditions, Flip};
 
-    let api = ApiServer::start();
-    api.add_pod("web-1", "10.0.0.5", 30);
-    api.add_service("web", 1, false, "IPv4");
-    api.add_endpoint("web", 0, "web-1");
-    let mut p = Run::new(Mode::Subreaper)
-        .opts(GRACE)
-        .opts(["--drain", "k8s,traffic", "--propagation-delay", "500ms"])
-        .opts(["--k8s-api", &api.url(), "--namespace", &api.namespace(), "--pod-name", "web-1", "--pod-ip", "10.0.0.5"])
-        .opts(["--k8s-token-file".as_ref(), api.token_path().as_os_str()])
-        .opts(["--k8s-ca-file".as_ref(), api.ca_path().as_os_str()])
-        .app(&["http", "--listen", "127.0.0.1:0"])
-        .spawn();
-    let addr = app_addr(&mut p);
+    let (api, mut p, addr) = under_k8s_traffic(&["--propagation-delay", "500ms"]);
     let mut conn = KeepAlive::connect(&addr).expect("connect");
     for _ in 0..100 {
         conn.request().expect("request before the stop");
