@@ -500,6 +500,7 @@ fn a_hanging_event_post_delays_nothing() {
 }
 
 /// The JSON answer of an explain run started some other way.
+#[cfg(feature = "traffic")]
 fn answer(p: &mut Proc) -> (i32, Value) {
     p.expect_eof(GUARD);
     let code = p.wait().code().unwrap_or(-1);

@@ -14,7 +14,6 @@
 mod support;
 
 use std::path::Path;
-use std::time::Duration;
 
 use libc::{SIGTERM, SIGWINCH};
 use support::{mono_ns, secs, Mode, Proc, Run, TempDir, GUARD, MS, SEC};
@@ -361,7 +360,7 @@ mod sidecar {
             if mono_ns() > deadline {
                 p.fail(format!("still {} after the idle connections closed", a.status));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         p.signal(SIGTERM);
         p.expect_exit_code(0);
