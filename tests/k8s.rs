@@ -95,6 +95,18 @@ fn wait_watch(p: &mut Proc, api: &ApiServer) {
     p.check(open, "lastcall did not open a watch");
 }
 
+/// web-1 is deleted (its endpoint not yet flipped), lastcall got the stop
+/// signal at `sent` and is watching: the start of every watch-fault test.
+#[track_caller]
+fn watching_after_stop() -> (ApiServer, Proc, u64) {
+    let api = ApiServer::web1();
+    let mut p = start(&api, &OBSERVE, &["signals"]);
+    api.delete_pod("web-1", None, Flip::Never);
+    let sent = p.signal(SIGTERM);
+    wait_watch(&mut p, &api);
+    (api, p, sent)
+}
+
 /// TERM reached the app at `got`: after `not_before`, and within `within`
 /// of the stop signal `sent`.
 #[track_caller]
@@ -287,11 +299,7 @@ fn service_split_over_two_slices() {
 /// sees the flip.
 #[test]
 fn watch_expired_event_relists() {
-    let api = ApiServer::web1();
-    let mut p = start(&api, &OBSERVE, &["signals"]);
-    api.delete_pod("web-1", None, Flip::Never);
-    let sent = p.signal(SIGTERM);
-    wait_watch(&mut p, &api);
+    let (api, mut p, sent) = watching_after_stop();
     api.close_watches_expired();
     p.check(api.wait_requests("list", 2, GUARD), "no second LIST after the 410");
     wait_watch(&mut p, &api);
@@ -816,11 +824,7 @@ fn dns_lookup_that_never_answers_cannot_hold_the_drain() {
 /// retries stay few.
 #[test]
 fn api_server_restart_observation_continues() {
-    let api = ApiServer::web1();
-    let mut p = start(&api, &OBSERVE, &["signals"]);
-    api.delete_pod("web-1", None, Flip::Never);
-    let sent = p.signal(SIGTERM);
-    wait_watch(&mut p, &api);
+    let (api, mut p, sent) = watching_after_stop();
     api.restart(Duration::from_secs(2), Duration::from_millis(500));
     let flipped = mono_ns();
     api.set_conditions("web", "web-1", Conditions::TERMINATING);
@@ -858,11 +862,7 @@ fn api_server_down_past_the_fallback_ends_at_the_fallback() {
 /// and watches from there, and sees the flip.
 #[test]
 fn api_server_quick_restart_relists_after_410() {
-    let api = ApiServer::web1();
-    let mut p = start(&api, &OBSERVE, &["signals"]);
-    api.delete_pod("web-1", None, Flip::Never);
-    let sent = p.signal(SIGTERM);
-    wait_watch(&mut p, &api);
+    let (api, mut p, sent) = watching_after_stop();
     api.restart(Duration::ZERO, Duration::ZERO);
     p.check(api.wait_requests("list", 2, GUARD), "no LIST after the restart");
     wait_watch(&mut p, &api);
